@@ -1,0 +1,677 @@
+//! Config: TOML text in, a validated [`Config`] or every problem with its key path out.
+//!
+//! Two layers: `raw` is what serde reads (unknown keys rejected), [`validate`] turns it into
+//! typed values and collects every error instead of stopping at the first, so an operator
+//! fixes a config in one pass. Syntax and type errors come from serde, which stops at the
+//! first one; those are reported alone, with their path and line.
+
+mod raw;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::{CheckKind, DomainName, EmailAddress, TenantName};
+use raw::{RawCheck, RawConfig, RawTenant};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9317";
+pub const DEFAULT_DATABASE: &str = "/var/lib/tenantwatch/tenantwatch.db";
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+const DEFAULT_OK_SAMPLE: Duration = Duration::from_secs(3_600);
+const DEFAULT_QUEUE: usize = 4_096;
+const DEFAULT_MAX_CONCURRENT: usize = 256;
+const DEFAULT_MAX_PER_DESTINATION: usize = 2;
+/// Probing more often than this looks like directory harvesting to the receiving MX.
+const MIN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A validated configuration. Constructed only by [`parse`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub schedule: ScheduleConfig,
+    pub smtp: SmtpConfig,
+    pub dns: DnsConfig,
+    pub tenants: Vec<Tenant>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// Observations older than this are pruned (state changes included).
+    pub retention: Duration,
+    /// An unchanged `ok` observation is stored at most once per this interval.
+    pub ok_sample_interval: Duration,
+    /// Capacity of the probe → recorder queue.
+    pub queue_capacity: NonZeroUsize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub max_concurrent: NonZeroUsize,
+    /// Concurrent probes against one destination (one MX host).
+    pub max_per_destination: NonZeroUsize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmtpConfig {
+    pub helo_name: DomainName,
+    pub mail_from: EmailAddress,
+    /// Port used for every MX connection (25 in production; tests point it at a simulator).
+    pub port: u16,
+    /// PEM file with extra certificate authorities trusted for STARTTLS.
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsConfig {
+    /// Empty: use the system resolver configuration.
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub name: TenantName,
+    pub domain: DomainName,
+    pub extra_domains: Vec<DomainName>,
+    pub tenant_id: Option<String>,
+    pub watch: Vec<EmailAddress>,
+    /// Every check kind, enabled or not, with its effective interval and timeout.
+    pub checks: BTreeMap<CheckKind, CheckSettings>,
+}
+
+impl Tenant {
+    /// The primary domain first, then the extra ones.
+    pub fn domains(&self) -> impl Iterator<Item = &DomainName> {
+        std::iter::once(&self.domain).chain(self.extra_domains.iter())
+    }
+
+    /// The check's settings if it is enabled for this tenant.
+    pub fn enabled_check(&self, kind: CheckKind) -> Option<&CheckSettings> {
+        self.checks.get(&kind).filter(|settings| settings.enabled)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckSettings {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// One problem in a config, with where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// Key path such as `tenants[3].watch[0]`; empty for the document itself.
+    pub path: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.path.is_empty() {
+            "(top level)"
+        } else {
+            &self.path
+        };
+        match self.line {
+            Some(line) => write!(f, "{path} (line {line}): {}", self.message),
+            None => write!(f, "{path}: {}", self.message),
+        }
+    }
+}
+
+/// Every problem found in a config.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} problem{} in config:", if n == 1 { "" } else { "s" })?;
+        for error in &self.0 {
+            writeln!(f, "  {error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parse and validate config text. Pure: does not touch the file system or network.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let deserializer = toml::Deserializer::new(text);
+    let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        // Spanned values add a private segment to the path; the operator wants the key.
+        let path = err
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
+        let inner = err.into_inner();
+        let line = inner.span().map(|span| line_of(text, span.start));
+        ConfigErrors(vec![ConfigError {
+            path: if path == "." { String::new() } else { path },
+            line,
+            message: inner.message().trim().to_owned(),
+        }])
+    })?;
+    Validator {
+        text,
+        errors: Vec::new(),
+    }
+    .validate(raw)
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(
+        &mut self,
+        path: impl Into<String>,
+        span_start: Option<usize>,
+        message: impl Into<String>,
+    ) {
+        let line = span_start.map(|start| line_of(self.text, start));
+        self.errors.push(ConfigError {
+            path: path.into(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn duration(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Duration {
+        let Some(value) = value else { return default };
+        match parse_duration(value.get_ref()) {
+            Ok(duration) => duration,
+            Err(message) => {
+                self.error(path, Some(value.span().start), message);
+                default
+            }
+        }
+    }
+
+    fn count(&mut self, path: &str, value: Option<&Spanned<i64>>, default: usize) -> NonZeroUsize {
+        let fallback = NonZeroUsize::new(default).unwrap_or(NonZeroUsize::MIN);
+        let Some(value) = value else { return fallback };
+        match usize::try_from(*value.get_ref())
+            .ok()
+            .and_then(NonZeroUsize::new)
+        {
+            Some(n) => n,
+            None => {
+                self.error(
+                    path,
+                    Some(value.span().start),
+                    format!("must be a positive whole number, got {}", value.get_ref()),
+                );
+                fallback
+            }
+        }
+    }
+
+    fn domain(&mut self, path: &str, value: &Spanned<String>) -> Option<DomainName> {
+        match DomainName::parse(value.get_ref()) {
+            Ok(domain) => Some(domain),
+            Err(err) => {
+                self.error(path, Some(value.span().start), err.to_string());
+                None
+            }
+        }
+    }
+
+    fn address(&mut self, path: &str, value: &Spanned<String>) -> Option<EmailAddress> {
+        match EmailAddress::parse(value.get_ref()) {
+            Ok(address) => Some(address),
+            Err(err) => {
+                self.error(path, Some(value.span().start), err.to_string());
+                None
+            }
+        }
+    }
+
+    fn validate(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
+        let server = {
+            let listen = raw.server.and_then(|s| s.listen);
+            let listen = match &listen {
+                None => SocketAddr::from(([127, 0, 0, 1], 9317)),
+                Some(value) => match value.get_ref().parse::<SocketAddr>() {
+                    Ok(addr) => addr,
+                    Err(_) => {
+                        self.error(
+                            "server.listen",
+                            Some(value.span().start),
+                            format!(
+                                "{:?} is not an address:port such as {DEFAULT_LISTEN}",
+                                value.get_ref()
+                            ),
+                        );
+                        SocketAddr::from(([127, 0, 0, 1], 9317))
+                    }
+                },
+            };
+            ServerConfig { listen }
+        };
+
+        let store = {
+            let raw_store = raw.store;
+            let raw_store = raw_store.as_ref();
+            let path = match raw_store.and_then(|s| s.path.as_ref()) {
+                None => PathBuf::from(DEFAULT_DATABASE),
+                Some(value) if value.get_ref().trim().is_empty() => {
+                    self.error("store.path", Some(value.span().start), "must not be empty");
+                    PathBuf::from(DEFAULT_DATABASE)
+                }
+                Some(value) => PathBuf::from(value.get_ref()),
+            };
+            StoreConfig {
+                path,
+                retention: self.duration(
+                    "store.retention",
+                    raw_store.and_then(|s| s.retention.as_ref()),
+                    DEFAULT_RETENTION,
+                ),
+                ok_sample_interval: self.duration(
+                    "store.ok_sample_interval",
+                    raw_store.and_then(|s| s.ok_sample_interval.as_ref()),
+                    DEFAULT_OK_SAMPLE,
+                ),
+                queue_capacity: self.count(
+                    "store.queue_capacity",
+                    raw_store.and_then(|s| s.queue_capacity.as_ref()),
+                    DEFAULT_QUEUE,
+                ),
+            }
+        };
+
+        let schedule = {
+            let raw_schedule = raw.schedule;
+            let raw_schedule = raw_schedule.as_ref();
+            let interval_value = raw_schedule.and_then(|s| s.interval.as_ref());
+            let interval = self.duration("schedule.interval", interval_value, DEFAULT_INTERVAL);
+            let timeout_value = raw_schedule.and_then(|s| s.timeout.as_ref());
+            let timeout = self.duration(
+                "schedule.timeout",
+                timeout_value,
+                DEFAULT_TIMEOUT.min(interval),
+            );
+            self.check_interval_and_timeout(
+                "schedule",
+                interval_value,
+                interval,
+                timeout_value,
+                timeout,
+            );
+            ScheduleConfig {
+                interval,
+                timeout,
+                max_concurrent: self.count(
+                    "schedule.max_concurrent",
+                    raw_schedule.and_then(|s| s.max_concurrent.as_ref()),
+                    DEFAULT_MAX_CONCURRENT,
+                ),
+                max_per_destination: self.count(
+                    "schedule.max_per_destination",
+                    raw_schedule.and_then(|s| s.max_per_destination.as_ref()),
+                    DEFAULT_MAX_PER_DESTINATION,
+                ),
+            }
+        };
+
+        let smtp = {
+            let raw_smtp = raw.smtp;
+            let raw_smtp = raw_smtp.as_ref();
+            let helo_name = match raw_smtp.and_then(|s| s.helo_name.as_ref()) {
+                Some(value) => self.domain("smtp.helo_name", value),
+                None => {
+                    self.error("smtp.helo_name", None, "required: the probe's own host name, sent in EHLO (not the target's, which EOP rejects with 5.7.506)");
+                    None
+                }
+            };
+            let mail_from = match raw_smtp.and_then(|s| s.mail_from.as_ref()) {
+                Some(value) => self.address("smtp.mail_from", value),
+                None => {
+                    self.error(
+                        "smtp.mail_from",
+                        None,
+                        "required: the envelope sender of probe sessions, on a domain of your own",
+                    );
+                    None
+                }
+            };
+            let port = match raw_smtp.and_then(|s| s.port.as_ref()) {
+                None => 25,
+                Some(value) => match u16::try_from(*value.get_ref()) {
+                    Ok(port) if port > 0 => port,
+                    _ => {
+                        self.error(
+                            "smtp.port",
+                            Some(value.span().start),
+                            format!("must be a TCP port 1-65535, got {}", value.get_ref()),
+                        );
+                        25
+                    }
+                },
+            };
+            let extra_ca_file = raw_smtp
+                .and_then(|s| s.extra_ca_file.as_ref())
+                .map(|value| PathBuf::from(value.get_ref()));
+            (helo_name, mail_from, port, extra_ca_file)
+        };
+
+        let dns = {
+            let raw_dns = raw.dns;
+            let raw_dns = raw_dns.as_ref();
+            let mut nameservers = Vec::new();
+            for (idx, value) in raw_dns
+                .map(|d| d.nameservers.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                match parse_nameserver(value.get_ref()) {
+                    Some(addr) => nameservers.push(addr),
+                    None => self.error(
+                        format!("dns.nameservers[{idx}]"),
+                        Some(value.span().start),
+                        format!("{:?} is not an IP address or ip:port", value.get_ref()),
+                    ),
+                }
+            }
+            let timeout = self.duration(
+                "dns.timeout",
+                raw_dns.and_then(|d| d.timeout.as_ref()),
+                DEFAULT_DNS_TIMEOUT,
+            );
+            DnsConfig {
+                nameservers,
+                timeout,
+            }
+        };
+
+        let mut tenants = Vec::new();
+        let mut seen_names: BTreeSet<String> = BTreeSet::new();
+        let mut domain_owner: BTreeMap<DomainName, String> = BTreeMap::new();
+        for (idx, raw_tenant) in raw.tenants.iter().enumerate() {
+            if let Some(tenant) = self.tenant(
+                idx,
+                raw_tenant,
+                &schedule,
+                &mut seen_names,
+                &mut domain_owner,
+            ) {
+                tenants.push(tenant);
+            }
+        }
+
+        if !self.errors.is_empty() {
+            return Err(ConfigErrors(self.errors));
+        }
+        let (Some(helo_name), Some(mail_from), port, extra_ca_file) = smtp else {
+            // Unreachable in practice: a missing value has recorded an error above.
+            return Err(ConfigErrors(self.errors));
+        };
+        Ok(Config {
+            server,
+            store,
+            schedule,
+            smtp: SmtpConfig {
+                helo_name,
+                mail_from,
+                port,
+                extra_ca_file,
+            },
+            dns,
+            tenants,
+        })
+    }
+
+    fn check_interval_and_timeout(
+        &mut self,
+        path: &str,
+        interval_value: Option<&Spanned<String>>,
+        interval: Duration,
+        timeout_value: Option<&Spanned<String>>,
+        timeout: Duration,
+    ) {
+        if interval < MIN_INTERVAL {
+            self.error(
+                format!("{path}.interval"),
+                interval_value.map(|v| v.span().start),
+                format!(
+                    "must be at least {}",
+                    humantime::format_duration(MIN_INTERVAL)
+                ),
+            );
+        }
+        if timeout.is_zero() || timeout >= interval {
+            self.error(
+                format!("{path}.timeout"),
+                timeout_value.or(interval_value).map(|v| v.span().start),
+                format!(
+                    "must be above zero and shorter than the interval ({} >= {})",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+    }
+
+    fn tenant(
+        &mut self,
+        idx: usize,
+        raw: &RawTenant,
+        schedule: &ScheduleConfig,
+        seen_names: &mut BTreeSet<String>,
+        domain_owner: &mut BTreeMap<DomainName, String>,
+    ) -> Option<Tenant> {
+        let base = format!("tenants[{idx}]");
+        let errors_before = self.errors.len();
+
+        let name = match TenantName::parse(raw.name.get_ref()) {
+            Ok(name) => Some(name),
+            Err(err) => {
+                self.error(
+                    format!("{base}.name"),
+                    Some(raw.name.span().start),
+                    err.to_string(),
+                );
+                None
+            }
+        };
+        if !seen_names.insert(raw.name.get_ref().clone()) {
+            self.error(
+                format!("{base}.name"),
+                Some(raw.name.span().start),
+                format!("duplicate tenant name {:?}", raw.name.get_ref()),
+            );
+        }
+
+        let mut domains = Vec::new();
+        let spanned_domains = std::iter::once((format!("{base}.domain"), &raw.domain)).chain(
+            raw.extra_domains
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("{base}.extra_domains[{i}]"), d)),
+        );
+        for (path, value) in spanned_domains {
+            let Some(domain) = self.domain(&path, value) else {
+                continue;
+            };
+            if domains.contains(&domain) {
+                self.error(
+                    path,
+                    Some(value.span().start),
+                    format!("domain {domain} is listed twice"),
+                );
+                continue;
+            }
+            if let Some(owner) = domain_owner.get(&domain) {
+                self.error(path, Some(value.span().start), format!("domain {domain} already belongs to tenant {owner:?}; a domain is verified in one tenant only"));
+                continue;
+            }
+            domain_owner.insert(domain.clone(), raw.name.get_ref().clone());
+            domains.push(domain);
+        }
+
+        let tenant_id = raw.tenant_id.as_ref().and_then(|value| {
+            if is_guid(value.get_ref()) {
+                Some(value.get_ref().to_ascii_lowercase())
+            } else {
+                self.error(
+                    format!("{base}.tenant_id"),
+                    Some(value.span().start),
+                    format!(
+                        "{:?} is not a tenant id GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        });
+
+        let mut watch: Vec<EmailAddress> = Vec::new();
+        for (i, value) in raw.watch.iter().enumerate() {
+            let path = format!("{base}.watch[{i}]");
+            let Some(address) = self.address(&path, value) else {
+                continue;
+            };
+            if !domains.contains(address.domain()) {
+                self.error(path, Some(value.span().start), format!("{address} is not on one of this tenant's domains (add {} to extra_domains)", address.domain()));
+            } else if watch.contains(&address) {
+                self.error(
+                    path,
+                    Some(value.span().start),
+                    format!("{address} is watched twice"),
+                );
+            } else {
+                watch.push(address);
+            }
+        }
+
+        let mut checks = BTreeMap::new();
+        for kind in CheckKind::ALL {
+            checks.insert(
+                kind,
+                CheckSettings {
+                    enabled: true,
+                    interval: schedule.interval,
+                    timeout: schedule.timeout,
+                },
+            );
+        }
+        for (key, raw_check) in &raw.checks {
+            let path = format!("{base}.checks.{key}");
+            match key.parse::<CheckKind>() {
+                Ok(kind) => {
+                    let settings = self.check_settings(&path, raw_check, schedule);
+                    checks.insert(kind, settings);
+                }
+                Err(err) => self.error(path, None, err.to_string()),
+            }
+        }
+
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let mut domains = domains.into_iter();
+        Some(Tenant {
+            name: name?,
+            domain: domains.next()?,
+            extra_domains: domains.collect(),
+            tenant_id,
+            watch,
+            checks,
+        })
+    }
+
+    fn check_settings(
+        &mut self,
+        path: &str,
+        raw: &RawCheck,
+        schedule: &ScheduleConfig,
+    ) -> CheckSettings {
+        let interval = self.duration(
+            &format!("{path}.interval"),
+            raw.interval.as_ref(),
+            schedule.interval,
+        );
+        let default_timeout = schedule.timeout.min(interval / 2);
+        let timeout = self.duration(
+            &format!("{path}.timeout"),
+            raw.timeout.as_ref(),
+            default_timeout,
+        );
+        if raw.interval.is_some() || raw.timeout.is_some() {
+            self.check_interval_and_timeout(
+                path,
+                raw.interval.as_ref(),
+                interval,
+                raw.timeout.as_ref(),
+                timeout,
+            );
+        }
+        CheckSettings {
+            enabled: raw.enabled.unwrap_or(true),
+            interval,
+            timeout,
+        }
+    }
+}
+
+/// Durations are strings with a unit (`"30s"`, `"5m"`, `"90d"`); bare numbers are refused
+/// because "300" could mean seconds or milliseconds.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim()).map_err(|err| {
+        format!("{raw:?} is not a duration such as \"30s\", \"5m\" or \"90d\" ({err})")
+    })
+}
+
+fn parse_nameserver(raw: &str) -> Option<SocketAddr> {
+    raw.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| raw.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+}
+
+fn is_guid(raw: &str) -> bool {
+    let groups: Vec<&str> = raw.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn line_of(text: &str, byte_offset: usize) -> usize {
+    let end = byte_offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+//! Config tests: data in, exact error lines out.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[smtp]
+helo_name = "probe.msp.example"
+mail_from = "probe@msp.example"
+"#;
+
+/// Parse `text` (appended to a minimal valid config) and compare the rendered errors.
+fn check_errors(extra: &str, expected: &[&str]) {
+    let text = format!("{MINIMAL}{extra}");
+    let errors = parse(&text).expect_err("config should be invalid");
+    let rendered: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(rendered, expected, "config:\n{text}");
+}
+
+fn check_valid(extra: &str) -> Config {
+    let text = format!("{MINIMAL}{extra}");
+    match parse(&text) {
+        Ok(config) => config,
+        Err(errors) => panic!("config should be valid:\n{text}\n{errors}"),
+    }
+}
+
+#[test]
+fn minimal_config_gets_safe_defaults() {
+    let config = check_valid("");
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:9317");
+    assert_eq!(config.schedule.interval, Duration::from_secs(300));
+    assert_eq!(config.schedule.timeout, Duration::from_secs(30));
+    assert_eq!(config.smtp.port, 25);
+    assert!(config.dns.nameservers.is_empty());
+    assert!(config.tenants.is_empty());
+}
+
+#[test]
+fn example_config_in_the_repo_parses() {
+    let text = include_str!("../../../../config/tenantwatch.example.toml");
+    let config = parse(text).unwrap_or_else(|errors| panic!("{errors}"));
+    assert_eq!(config.tenants.len(), 2);
+    let contoso = &config.tenants[0];
+    assert_eq!(contoso.domains().count(), 2);
+    assert_eq!(
+        contoso.enabled_check(CheckKind::Dns).unwrap().interval,
+        Duration::from_secs(900)
+    );
+    assert_eq!(
+        contoso.enabled_check(CheckKind::SmtpRcpt).unwrap().timeout,
+        Duration::from_secs(20)
+    );
+}
+
+#[test]
+fn tenant_overrides_and_disables_checks() {
+    let config = check_valid(
+        r#"
+[[tenants]]
+name = "contoso"
+domain = "Contoso.com"
+watch = ["admin@contoso.com"]
+[tenants.checks.dns]
+enabled = false
+[tenants.checks.smtp_rcpt]
+interval = "10m"
+"#,
+    );
+    let tenant = &config.tenants[0];
+    assert_eq!(tenant.domain.as_str(), "contoso.com");
+    assert!(tenant.enabled_check(CheckKind::Dns).is_none());
+    let smtp = tenant.enabled_check(CheckKind::SmtpRcpt).unwrap();
+    assert_eq!(smtp.interval, Duration::from_secs(600));
+    assert_eq!(smtp.timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn unknown_top_level_key_is_rejected_with_its_line() {
+    let errors = parse(&format!("listen = \"0.0.0.0:1\"\n{MINIMAL}")).expect_err("unknown key");
+    let rendered: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rendered,
+        ["listen (line 1): unknown field `listen`, expected one of `server`, `store`, `schedule`, `smtp`, `dns`, `tenants`"]
+    );
+}
+
+#[test]
+fn unknown_key_inside_a_tenant_check_is_rejected_with_its_path() {
+    check_errors(
+        "[[tenants]]\nname = \"a\"\ndomain = \"a.com\"\n[tenants.checks.dns]\nintervall = \"5m\"\n",
+        &["tenants[0].checks.dns.intervall (line 9): unknown field `intervall`, expected one of `enabled`, `interval`, `timeout`"],
+    );
+}
+
+#[test]
+fn bare_number_durations_are_refused() {
+    check_errors(
+        "[schedule]\ninterval = 300\n",
+        &["schedule.interval (line 6): invalid type: integer `300`, expected a string"],
+    );
+}
+
+#[test]
+fn every_validation_error_is_reported_at_once() {
+    check_errors(
+        r#"
+[server]
+listen = "localhost"
+[schedule]
+interval = "1m"
+timeout = "2m"
+[dns]
+nameservers = ["127.0.0.1:5353", "not-an-ip"]
+[[tenants]]
+name = "Contoso Ltd"
+domain = "contoso"
+tenant_id = "nope"
+watch = ["admin@fabrikam.com", "broken"]
+[tenants.checks.smpt_rcpt]
+enabled = true
+[[tenants]]
+name = "fab"
+domain = "fab.com"
+[[tenants]]
+name = "fab"
+domain = "FAB.com"
+"#,
+        &[
+            "server.listen (line 7): \"localhost\" is not an address:port such as 127.0.0.1:9317",
+            "schedule.timeout (line 10): must be above zero and shorter than the interval (2m >= 1m)",
+            "dns.nameservers[1] (line 12): \"not-an-ip\" is not an IP address or ip:port",
+            "tenants[0].name (line 14): tenant name \"Contoso Ltd\" must be 1-64 characters of a-z, 0-9, '-', '_' or '.'",
+            "tenants[0].domain (line 15): \"contoso\" is not a valid domain name (letters, digits and '-' in dot-separated labels, at least two labels)",
+            "tenants[0].tenant_id (line 16): \"nope\" is not a tenant id GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+            "tenants[0].watch[0] (line 17): admin@fabrikam.com is not on one of this tenant's domains (add fabrikam.com to extra_domains)",
+            "tenants[0].watch[1] (line 17): \"broken\" is not a valid e-mail address (expected local-part@domain)",
+            "tenants[0].checks.smpt_rcpt: unknown check kind \"smpt_rcpt\" (known: dns, smtp_rcpt)",
+            "tenants[2].name (line 24): duplicate tenant name \"fab\"",
+            "tenants[2].domain (line 25): domain fab.com already belongs to tenant \"fab\"; a domain is verified in one tenant only",
+        ],
+    );
+}
+
+#[test]
+fn smtp_identity_is_required() {
+    let errors = parse("").expect_err("empty config lacks the SMTP identity");
+    let rendered: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rendered,
+        [
+            "smtp.helo_name: required: the probe's own host name, sent in EHLO (not the target's, which EOP rejects with 5.7.506)",
+            "smtp.mail_from: required: the envelope sender of probe sessions, on a domain of your own",
+        ]
+    );
+}
+
+#[test]
+fn too_frequent_probing_is_refused() {
+    check_errors(
+        "[schedule]\ninterval = \"2s\"\ntimeout = \"1s\"\n",
+        &["schedule.interval (line 6): must be at least 10s"],
+    );
+}
+
+#[test]
+fn malformed_toml_names_the_line() {
+    let errors = parse("[smtp\nhelo_name = 1").expect_err("syntax error");
+    assert_eq!(errors.0.len(), 1);
+    assert_eq!(errors.0[0].line, Some(1));
+    assert!(
+        errors.0[0].message.contains("invalid table header"),
+        "{}",
+        errors.0[0].message
+    );
+}
+
+#[test]
+fn bad_port_and_zero_counts_are_refused() {
+    check_errors(
+        "port = 70000\n[schedule]\nmax_concurrent = 0\n",
+        &[
+            "schedule.max_concurrent (line 7): must be a positive whole number, got 0",
+            "smtp.port (line 5): must be a TCP port 1-65535, got 70000",
+        ],
+    );
+}

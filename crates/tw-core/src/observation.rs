@@ -1,0 +1,322 @@
+//! What a probe saw: status, reason, evidence and timings.
+//!
+//! `Status::Unknown` is the only way to say "could not tell". Only classifiers that saw
+//! positive evidence produce `Critical`; their table tests enforce it. `Evidence` is the one
+//! serialisable type here on purpose: it is stored as JSON (with [`EVIDENCE_VERSION`]) and
+//! shown in reports, so its shape is a compatibility boundary.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CheckKind, TenantName, Timestamp};
+
+/// Bumped whenever a stored `Evidence` field changes meaning or disappears.
+pub const EVIDENCE_VERSION: u32 = 1;
+
+/// The verdict of one observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    Ok,
+    Warning,
+    Critical,
+    Unknown,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::Ok,
+        Status::Warning,
+        Status::Critical,
+        Status::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warning => "warning",
+            Status::Critical => "critical",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    /// The Nagios plugin convention, also used as the value of the status gauge:
+    /// 0 ok, 1 warning, 2 critical, 3 unknown.
+    pub fn code(self) -> u8 {
+        match self {
+            Status::Ok => 0,
+            Status::Warning => 1,
+            Status::Critical => 2,
+            Status::Unknown => 3,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<Status> {
+        Status::ALL
+            .into_iter()
+            .find(|s| i64::from(s.code()) == code)
+    }
+
+    /// How bad a status is when several findings are folded into one verdict:
+    /// critical > warning > unknown > ok. Unknown ranks below warning because a positive
+    /// finding of degradation says more than a failed look.
+    pub fn severity(self) -> u8 {
+        match self {
+            Status::Ok => 0,
+            Status::Unknown => 1,
+            Status::Warning => 2,
+            Status::Critical => 3,
+        }
+    }
+
+    pub fn worst(self, other: Status) -> Status {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+macro_rules! reasons {
+    ($( $variant:ident => $label:literal, $status:ident, $doc:literal; )*) => {
+        /// Why a verdict was reached. A closed set: `as_str()` is the metric label (bounded
+        /// cardinality), the observation's `summary` carries the specifics.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $( #[doc = $doc] $variant, )*
+        }
+
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Reason::$variant => $label,)* }
+            }
+
+            /// The status this reason implies. Classifiers pick a reason; the status
+            /// follows from it, so a reason can never be paired with the wrong verdict.
+            pub fn status(self) -> Status {
+                match self { $(Reason::$variant => Status::$status,)* }
+            }
+
+            pub fn describe(self) -> &'static str {
+                match self { $(Reason::$variant => $doc,)* }
+            }
+
+            pub fn parse(label: &str) -> Option<Reason> {
+                Reason::ALL.iter().copied().find(|r| r.as_str() == label)
+            }
+        }
+    };
+}
+
+reasons! {
+    RecipientAccepted => "recipient_accepted", Ok, "the MX accepted the recipient at RCPT (the address is in the directory)";
+    DnsRecordsOk => "dns_records_ok", Ok, "MX, SPF, DKIM, DMARC and autodiscover records are as expected";
+    RecipientNotFound => "recipient_not_found", Critical, "the MX rejected the recipient as unknown while rejecting the control address too";
+    DomainNotAccepted => "domain_not_accepted", Critical, "the MX no longer accepts mail for the domain (relay access denied)";
+    MxMissing => "mx_missing", Critical, "the domain has no MX record";
+    MxNotMicrosoft => "mx_not_microsoft", Critical, "the MX no longer points at Exchange Online Protection";
+    DomainNotFound => "domain_not_found", Critical, "the domain does not exist in DNS (NXDOMAIN)";
+    DnsDrift => "dns_drift", Warning, "DNS records changed since the last run";
+    SpfMissing => "spf_missing", Warning, "SPF does not include spf.protection.outlook.com";
+    DkimMissing => "dkim_missing", Warning, "a DKIM selector CNAME is missing";
+    DmarcMissing => "dmarc_missing", Warning, "no DMARC record";
+    AutodiscoverMissing => "autodiscover_missing", Warning, "no autodiscover CNAME";
+    AcceptsAllRecipients => "accepts_all_recipients", Unknown, "the domain accepts every recipient (the control address was accepted), so RCPT cannot tell";
+    ProbeSourceBlocked => "probe_source_blocked", Unknown, "the receiving side blocks the probe's own IP or sender";
+    TemporaryFailure => "temporary_failure", Unknown, "the server answered with a temporary (4xx) failure";
+    UnexpectedReply => "unexpected_reply", Unknown, "a permanent reply that does not say the recipient is gone";
+    ProtocolError => "protocol_error", Unknown, "the server's reply could not be parsed";
+    MxUnresolvable => "mx_unresolvable", Unknown, "the MX host could not be resolved";
+    ConnectFailed => "connect_failed", Unknown, "the TCP connection could not be made";
+    Timeout => "timeout", Unknown, "no answer within the probe timeout";
+    ConnectionDropped => "connection_dropped", Unknown, "the server closed the connection mid-dialogue";
+    TlsFailed => "tls_failed", Unknown, "STARTTLS failed (handshake or certificate)";
+    DnsUnavailable => "dns_unavailable", Unknown, "DNS lookups failed (timeout or server failure)";
+    Shutdown => "shutdown", Unknown, "the daemon shut down before the probe finished";
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One probe result about one target (a watched address, a domain).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub tenant: TenantName,
+    pub check: CheckKind,
+    /// What was judged: the watched address for `smtp_rcpt`, the domain for `dns`.
+    pub target: String,
+    pub scheduled_for: Timestamp,
+    pub started_at: Timestamp,
+    pub elapsed: Duration,
+    pub status: Status,
+    pub reason: Reason,
+    /// One human line with the specifics, e.g. the reply that decided it.
+    pub summary: String,
+    pub evidence: Evidence,
+}
+
+impl Observation {
+    /// Scheduling lateness: how long after its due time the probe started.
+    pub fn lateness(&self) -> Duration {
+        Duration::from_millis(self.started_at.millis_since(self.scheduled_for))
+    }
+}
+
+/// What was seen, per check kind. Stored as JSON; never contains a credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    None,
+    Dns(DnsEvidence),
+    SmtpRcpt(SmtpEvidence),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DnsEvidence {
+    pub domain: String,
+    /// Record set by label (`mx`, `spf`, `ms_verification`, `dkim_selector1`,
+    /// `dkim_selector2`, `dmarc`, `autodiscover`), each value list sorted.
+    pub records: BTreeMap<String, Vec<String>>,
+    /// Lookups that failed, by label, with the error; these labels are absent from `records`.
+    pub lookup_errors: BTreeMap<String, String>,
+    pub findings: Vec<DnsFinding>,
+    /// Human-readable changes against the previous record set (`mx: [a] -> [b]`).
+    pub drift: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsFinding {
+    pub record: String,
+    pub status: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SmtpEvidence {
+    pub mx_host: Option<String>,
+    /// The address and port actually connected to.
+    pub peer: Option<String>,
+    pub tls: Option<TlsEvidence>,
+    pub transcript: Vec<TranscriptLine>,
+    /// One entry per RCPT sent, the control address included.
+    pub rcpt: Vec<RcptVerdict>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TlsEvidence {
+    pub established: bool,
+    pub protocol: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Sent by the probe.
+    Client,
+    /// Received from the server.
+    Server,
+    /// Something the probe noted (connect, TLS, timeout, close).
+    Note,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptLine {
+    /// Milliseconds since the session started.
+    pub at_ms: u64,
+    pub direction: Direction,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RcptVerdict {
+    pub address: String,
+    /// True for the random address that must not exist.
+    pub control: bool,
+    pub code: Option<u16>,
+    /// Enhanced status code (RFC 3463) such as `5.4.1`, when the reply carried one.
+    pub enhanced: Option<String>,
+    pub text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reasons_with_positive_evidence_are_critical() {
+        let critical: Vec<&str> = Reason::ALL
+            .iter()
+            .filter(|r| r.status() == Status::Critical)
+            .map(|r| r.as_str())
+            .collect();
+        assert_eq!(
+            critical,
+            [
+                "recipient_not_found",
+                "domain_not_accepted",
+                "mx_missing",
+                "mx_not_microsoft",
+                "domain_not_found"
+            ]
+        );
+    }
+
+    #[test]
+    fn transport_faults_are_unknown_never_critical() {
+        for reason in [
+            Reason::Timeout,
+            Reason::ConnectFailed,
+            Reason::ConnectionDropped,
+            Reason::TemporaryFailure,
+            Reason::ProbeSourceBlocked,
+            Reason::TlsFailed,
+            Reason::DnsUnavailable,
+            Reason::Shutdown,
+        ] {
+            assert_eq!(reason.status(), Status::Unknown, "{reason}");
+        }
+    }
+
+    #[test]
+    fn reason_labels_are_unique_and_round_trip() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(*reason));
+        }
+    }
+
+    #[test]
+    fn worst_prefers_positive_findings_over_unknown() {
+        assert_eq!(Status::Ok.worst(Status::Unknown), Status::Unknown);
+        assert_eq!(Status::Unknown.worst(Status::Warning), Status::Warning);
+        assert_eq!(Status::Critical.worst(Status::Warning), Status::Critical);
+    }
+
+    #[test]
+    fn evidence_is_tagged_json() {
+        let evidence = Evidence::SmtpRcpt(SmtpEvidence {
+            mx_host: Some("contoso-com.mail.protection.outlook.com".into()),
+            ..Default::default()
+        });
+        let json = serde_json::to_string(&evidence).unwrap();
+        assert!(
+            json.starts_with(r#"{"kind":"smtp_rcpt","mx_host":"contoso-com"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Evidence>(&json).unwrap(), evidence);
+    }
+}

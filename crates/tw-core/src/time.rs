@@ -1,0 +1,87 @@
+//! Wall-clock timestamps: one type, UTC milliseconds since the Unix epoch.
+//!
+//! Intervals and deadlines use `tokio::time::Instant` in the crates that own a runtime; this
+//! type is only for "when did it happen", which is what gets stored, exported and shown.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since 1970-01-01T00:00:00Z.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current wall-clock time. A clock set before 1970 reads as the epoch rather than
+    /// failing: a timestamp is evidence, never a reason to stop probing.
+    pub fn now() -> Timestamp {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        Timestamp(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    pub fn as_millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+
+    /// This timestamp moved by `duration` (saturating).
+    pub fn add(self, duration: Duration) -> Timestamp {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_add(millis))
+    }
+
+    /// This timestamp moved back by `duration` (saturating).
+    pub fn sub(self, duration: Duration) -> Timestamp {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_sub(millis))
+    }
+
+    /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.
+    pub fn millis_since(self, earlier: Timestamp) -> u64 {
+        u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T12:00:00.000Z`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match u64::try_from(self.0) {
+            Ok(millis) => {
+                let at = UNIX_EPOCH + Duration::from_millis(millis);
+                write!(f, "{}", humantime::format_rfc3339_millis(at))
+            }
+            Err(_) => write!(f, "{}ms-before-epoch", self.0.unsigned_abs()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn displays_as_rfc3339_utc() {
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(1_795_000_000_123).to_string(),
+            "2026-11-18T11:06:40.123Z"
+        );
+    }
+
+    #[test]
+    fn arithmetic_saturates_instead_of_wrapping() {
+        assert_eq!(
+            Timestamp(i64::MAX).add(Duration::from_secs(1)),
+            Timestamp(i64::MAX)
+        );
+        assert_eq!(Timestamp(5).millis_since(Timestamp(10)), 0);
+        assert_eq!(Timestamp(10).millis_since(Timestamp(4)), 6);
+    }
+}
