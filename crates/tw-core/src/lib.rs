@@ -13,7 +13,7 @@ pub mod config;
 
 pub use names::{CheckKind, DomainName, EmailAddress, NameError, TenantName};
 pub use observation::{
-    Direction, DnsEvidence, DnsFinding, Evidence, Observation, RcptVerdict, Reason, SmtpEvidence,
-    Status, TlsEvidence, TranscriptLine, EVIDENCE_VERSION,
+    Direction, DnsEvidence, DnsFinding, Evidence, Observation, RcptVerdict, Reason, RecordSet,
+    SmtpEvidence, Status, TlsEvidence, TranscriptLine, EVIDENCE_VERSION,
 };
 pub use time::Timestamp;

@@ -152,6 +152,9 @@ impl fmt::Display for Reason {
     }
 }
 
+/// DNS record values by label (`mx`, `spf`, …), each list sorted.
+pub type RecordSet = BTreeMap<String, Vec<String>>;
+
 /// One probe result about one target (a watched address, a domain).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
@@ -190,7 +193,7 @@ pub struct DnsEvidence {
     pub domain: String,
     /// Record set by label (`mx`, `spf`, `ms_verification`, `dkim_selector1`,
     /// `dkim_selector2`, `dmarc`, `autodiscover`), each value list sorted.
-    pub records: BTreeMap<String, Vec<String>>,
+    pub records: RecordSet,
     /// Lookups that failed, by label, with the error; these labels are absent from `records`.
     pub lookup_errors: BTreeMap<String, String>,
     pub findings: Vec<DnsFinding>,

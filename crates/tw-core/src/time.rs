@@ -32,13 +32,13 @@ impl Timestamp {
     }
 
     /// This timestamp moved by `duration` (saturating).
-    pub fn add(self, duration: Duration) -> Timestamp {
+    pub fn plus(self, duration: Duration) -> Timestamp {
         let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_add(millis))
     }
 
     /// This timestamp moved back by `duration` (saturating).
-    pub fn sub(self, duration: Duration) -> Timestamp {
+    pub fn minus(self, duration: Duration) -> Timestamp {
         let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_sub(millis))
     }
@@ -78,7 +78,7 @@ mod tests {
     #[test]
     fn arithmetic_saturates_instead_of_wrapping() {
         assert_eq!(
-            Timestamp(i64::MAX).add(Duration::from_secs(1)),
+            Timestamp(i64::MAX).plus(Duration::from_secs(1)),
             Timestamp(i64::MAX)
         );
         assert_eq!(Timestamp(5).millis_since(Timestamp(10)), 0);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::{ResolveError, TokioResolver};
 use tokio::time::Instant;
-use tw_core::{DnsEvidence, DnsFinding, DomainName, Reason, Status};
+use tw_core::{DnsEvidence, DnsFinding, DomainName, Reason, RecordSet, Status};
 
 /// Record labels, in the order findings are reported.
 pub const LABELS: [&str; 7] = [
@@ -55,7 +55,7 @@ pub struct DnsOutcome {
 /// Runs every lookup for `domain` and classifies the answers against `previous`.
 pub async fn run(
     domain: &DomainName,
-    previous: Option<&BTreeMap<String, Vec<String>>>,
+    previous: Option<&RecordSet>,
     resolver: &TokioResolver,
     deadline: Instant,
 ) -> DnsOutcome {
@@ -178,7 +178,7 @@ fn split_apex_txt(apex: &Answer) -> (Answer, Answer) {
 pub fn classify_dns(
     domain: &DomainName,
     answers: &BTreeMap<&str, Answer>,
-    previous: Option<&BTreeMap<String, Vec<String>>>,
+    previous: Option<&RecordSet>,
 ) -> DnsOutcome {
     let mut evidence = DnsEvidence {
         domain: domain.to_string(),
@@ -297,7 +297,7 @@ pub fn classify_dns(
 
     let domain_exists = !matches!(answers.get("mx"), Some(Answer::NxDomain));
     if domain_exists {
-        let checks: [(&str, Reason, &str, fn(&str) -> bool); 5] = [
+        let checks: [Expectation; 5] = [
             (
                 "spf",
                 Reason::SpfMissing,
@@ -387,6 +387,10 @@ pub fn classify_dns(
     }
 }
 
+/// A record that should exist: its label, the reason if it does not, the finding text, and
+/// which values count as present.
+type Expectation = (&'static str, Reason, &'static str, fn(&str) -> bool);
+
 fn is_microsoft_mx(mx: &str) -> bool {
     let host = mx
         .split_whitespace()
@@ -421,10 +425,7 @@ fn dmarc_policy(values: &[String]) -> String {
 
 /// Labels whose values changed against the previous set. Labels missing on either side
 /// (a failed lookup) are not compared: a timeout is not a change.
-fn drift(
-    current: &BTreeMap<String, Vec<String>>,
-    previous: Option<&BTreeMap<String, Vec<String>>>,
-) -> Vec<String> {
+fn drift(current: &RecordSet, previous: Option<&RecordSet>) -> Vec<String> {
     let Some(previous) = previous else {
         return Vec::new();
     };

@@ -4,7 +4,7 @@
 //! with watched addresses (one SMTP session asks about all of them) and yields one
 //! observation per address; `dns` has one job per domain.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use tw_core::config::Config;
 use tw_core::{
-    CheckKind, DomainName, EmailAddress, Evidence, Observation, Reason, TenantName, Timestamp,
+    CheckKind, DomainName, EmailAddress, Evidence, Observation, Reason, RecordSet, TenantName,
+    Timestamp,
 };
 
 use crate::clients::Clients;
@@ -107,17 +108,17 @@ pub fn plan(config: &Config) -> Vec<Job> {
 /// Seeded from the store at start, updated after every run.
 #[derive(Default)]
 pub struct DnsMemory {
-    sets: Mutex<HashMap<(String, String), BTreeMap<String, Vec<String>>>>,
+    sets: Mutex<HashMap<(String, String), RecordSet>>,
 }
 
 impl DnsMemory {
-    pub fn seed(&self, tenant: &str, domain: &str, records: BTreeMap<String, Vec<String>>) {
+    pub fn seed(&self, tenant: &str, domain: &str, records: RecordSet) {
         self.sets
             .lock()
             .insert((tenant.to_owned(), domain.to_owned()), records);
     }
 
-    fn get(&self, tenant: &str, domain: &str) -> Option<BTreeMap<String, Vec<String>>> {
+    fn get(&self, tenant: &str, domain: &str) -> Option<RecordSet> {
         self.sets
             .lock()
             .get(&(tenant.to_owned(), domain.to_owned()))
@@ -126,7 +127,7 @@ impl DnsMemory {
 
     /// Labels that failed this time keep their previous value, so one timeout does not
     /// erase what we know.
-    fn update(&self, tenant: &str, domain: &str, records: &BTreeMap<String, Vec<String>>) {
+    fn update(&self, tenant: &str, domain: &str, records: &RecordSet) {
         let mut sets = self.sets.lock();
         let entry = sets
             .entry((tenant.to_owned(), domain.to_owned()))

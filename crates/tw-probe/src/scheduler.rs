@@ -100,7 +100,7 @@ impl Scheduler {
                             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                         } else {
                             self.stats.started.fetch_add(1, Ordering::Relaxed);
-                            let scheduled_for = Timestamp::now().sub(now.saturating_duration_since(due));
+                            let scheduled_for = Timestamp::now().minus(now.saturating_duration_since(due));
                             probes.spawn(probe_task(
                                 entry.job.clone(),
                                 clients.clone(),

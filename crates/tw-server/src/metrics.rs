@@ -1,0 +1,325 @@
+//! Every Prometheus metric family tenantwatch exports, in one place.
+//!
+//! Metrics are derived from observations and from stage results, never measured inside
+//! probes. Labels come only from config (tenant, check, target) or closed enums (status,
+//! reason); reply texts and errors never become labels. docs/metrics.md lists each family and
+//! its series count at 10,000 tenants.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tw_core::{CheckKind, Evidence, Observation, Reason, Status};
+
+/// The outcome of one recorder batch, as the metrics see it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreResult {
+    pub stored: u64,
+    pub sampled_out: u64,
+    pub failed: bool,
+    /// Observations waiting for a retry after a failed write.
+    pub pending: u64,
+    /// Observations given up on because the retry buffer was full.
+    pub dropped: u64,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    check_status: IntGaugeVec,
+    check_last_run: GaugeVec,
+    check_since: GaugeVec,
+    smtp_reply_code: IntGaugeVec,
+    probe_duration: HistogramVec,
+    probe_runs: IntCounterVec,
+    lateness: HistogramVec,
+    store_writes: IntCounter,
+    store_sampled_out: IntCounter,
+    store_errors: IntCounter,
+    store_pending: IntGauge,
+    store_dropped: IntCounter,
+    scheduler_jobs: IntGauge,
+    scheduler_started: IntCounter,
+    scheduler_skipped: IntCounter,
+    config_reloads: IntCounterVec,
+    last_store_success: Gauge,
+    /// Last (status, reason) per target label set: moves `since` only on a change, and
+    /// lists the series to remove when a target leaves the config.
+    targets: Mutex<HashMap<TargetKey, (Status, Reason)>>,
+}
+
+/// (tenant, check, target) label values.
+type TargetKey = (String, String, String);
+
+/// Building the families cannot fail for these fixed names and label sets (the prometheus
+/// crate rejects only invalid names and duplicate registration); any error is our own bug
+/// and is reported by `Metrics::new`'s caller at startup.
+impl Metrics {
+    pub fn new(version: &str) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let target_labels = &["tenant", "check", "target"];
+        let check_status = IntGaugeVec::new(
+            Opts::new(
+                "tenantwatch_check_status",
+                "Current verdict per target: 0 ok, 1 warning, 2 critical, 3 unknown",
+            ),
+            target_labels,
+        )?;
+        let check_last_run = GaugeVec::new(
+            Opts::new(
+                "tenantwatch_check_last_run_timestamp_seconds",
+                "When the target was last probed (Unix seconds)",
+            ),
+            target_labels,
+        )?;
+        let check_since = GaugeVec::new(
+            Opts::new(
+                "tenantwatch_check_status_since_timestamp_seconds",
+                "When the current verdict began (Unix seconds)",
+            ),
+            target_labels,
+        )?;
+        let smtp_reply_code = IntGaugeVec::new(
+            Opts::new(
+                "tenantwatch_smtp_rcpt_reply_code",
+                "Last SMTP reply code to RCPT TO for a watched address (0: no reply)",
+            ),
+            &["tenant", "target"],
+        )?;
+        let probe_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tenantwatch_probe_duration_seconds",
+                "Duration of probe runs by check kind",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["check"],
+        )?;
+        let probe_runs = IntCounterVec::new(
+            Opts::new(
+                "tenantwatch_probe_runs_total",
+                "Observations by check kind, status and reason",
+            ),
+            &["check", "status", "reason"],
+        )?;
+        let lateness = HistogramVec::new(
+            HistogramOpts::new(
+                "tenantwatch_scheduling_lateness_seconds",
+                "Delay between a run's due time and its start",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["check"],
+        )?;
+        let store_writes = IntCounter::new(
+            "tenantwatch_store_observations_written_total",
+            "Observations written to SQLite",
+        )?;
+        let store_sampled_out = IntCounter::new(
+            "tenantwatch_store_observations_sampled_out_total",
+            "Repeated ok observations not stored (downsampling)",
+        )?;
+        let store_errors = IntCounter::new(
+            "tenantwatch_store_errors_total",
+            "Failed store write batches",
+        )?;
+        let store_pending = IntGauge::new(
+            "tenantwatch_store_pending_observations",
+            "Observations waiting to be retried after a failed write",
+        )?;
+        let store_dropped = IntCounter::new(
+            "tenantwatch_store_dropped_observations_total",
+            "Observations dropped because the retry buffer was full",
+        )?;
+        let scheduler_jobs = IntGauge::new(
+            "tenantwatch_scheduler_jobs",
+            "Scheduled jobs (tenant, check, domain)",
+        )?;
+        let scheduler_started = IntCounter::new(
+            "tenantwatch_scheduler_runs_started_total",
+            "Probe runs started",
+        )?;
+        let scheduler_skipped = IntCounter::new(
+            "tenantwatch_scheduler_runs_skipped_total",
+            "Runs skipped because the previous run was still going or the scheduler fell behind",
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "tenantwatch_config_reloads_total",
+                "Config reloads by result",
+            ),
+            &["result"],
+        )?;
+        let last_store_success = Gauge::new(
+            "tenantwatch_store_last_success_timestamp_seconds",
+            "When a store write last succeeded (Unix seconds)",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("tenantwatch_build_info", "Build information"),
+            &["version"],
+        )?;
+        build_info.with_label_values(&[version]).set(1);
+
+        registry.register(Box::new(check_status.clone()))?;
+        registry.register(Box::new(check_last_run.clone()))?;
+        registry.register(Box::new(check_since.clone()))?;
+        registry.register(Box::new(smtp_reply_code.clone()))?;
+        registry.register(Box::new(probe_duration.clone()))?;
+        registry.register(Box::new(probe_runs.clone()))?;
+        registry.register(Box::new(lateness.clone()))?;
+        registry.register(Box::new(store_writes.clone()))?;
+        registry.register(Box::new(store_sampled_out.clone()))?;
+        registry.register(Box::new(store_errors.clone()))?;
+        registry.register(Box::new(store_pending.clone()))?;
+        registry.register(Box::new(store_dropped.clone()))?;
+        registry.register(Box::new(scheduler_jobs.clone()))?;
+        registry.register(Box::new(scheduler_started.clone()))?;
+        registry.register(Box::new(scheduler_skipped.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(last_store_success.clone()))?;
+        registry.register(Box::new(build_info))?;
+
+        // Pre-create the run counters so dashboards see zeros, not gaps.
+        for check in CheckKind::ALL {
+            for status in Status::ALL {
+                for reason in Reason::ALL.iter().filter(|r| r.status() == status) {
+                    probe_runs.with_label_values(&[
+                        check.as_str(),
+                        status.as_str(),
+                        reason.as_str(),
+                    ]);
+                }
+            }
+        }
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+
+        Ok(Metrics {
+            registry,
+            check_status,
+            check_last_run,
+            check_since,
+            smtp_reply_code,
+            probe_duration,
+            probe_runs,
+            lateness,
+            store_writes,
+            store_sampled_out,
+            store_errors,
+            store_pending,
+            store_dropped,
+            scheduler_jobs,
+            scheduler_started,
+            scheduler_skipped,
+            config_reloads,
+            last_store_success,
+            targets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Updates every family an observation feeds.
+    pub fn observe(&self, observation: &Observation) {
+        let tenant = observation.tenant.as_str();
+        let check = observation.check.as_str();
+        let target = observation.target.as_str();
+        let labels = [tenant, check, target];
+        self.check_status
+            .with_label_values(&labels)
+            .set(i64::from(observation.status.code()));
+        self.check_last_run
+            .with_label_values(&labels)
+            .set(observation.started_at.as_secs_f64());
+        let key = (tenant.to_owned(), check.to_owned(), target.to_owned());
+        let state = (observation.status, observation.reason);
+        if self.targets.lock().insert(key, state) != Some(state) {
+            self.check_since
+                .with_label_values(&labels)
+                .set(observation.started_at.as_secs_f64());
+        }
+        self.probe_duration
+            .with_label_values(&[check])
+            .observe(observation.elapsed.as_secs_f64());
+        self.probe_runs
+            .with_label_values(&[
+                check,
+                observation.status.as_str(),
+                observation.reason.as_str(),
+            ])
+            .inc();
+        self.lateness
+            .with_label_values(&[check])
+            .observe(observation.lateness().as_secs_f64());
+
+        if let Evidence::SmtpRcpt(evidence) = &observation.evidence {
+            let code = evidence
+                .rcpt
+                .iter()
+                .find(|rcpt| !rcpt.control && rcpt.address == observation.target)
+                .and_then(|rcpt| rcpt.code)
+                .unwrap_or(0);
+            self.smtp_reply_code
+                .with_label_values(&[tenant, target])
+                .set(i64::from(code));
+        }
+    }
+
+    pub fn record_store_result(&self, result: StoreResult, now_secs: f64) {
+        self.store_writes.inc_by(result.stored);
+        self.store_sampled_out.inc_by(result.sampled_out);
+        self.store_dropped.inc_by(result.dropped);
+        self.store_pending
+            .set(i64::try_from(result.pending).unwrap_or(i64::MAX));
+        if result.failed {
+            self.store_errors.inc();
+        } else {
+            self.last_store_success.set(now_secs);
+        }
+    }
+
+    /// Mirrors the scheduler's own counters (read at scrape time).
+    pub fn set_scheduler(&self, jobs: u64, started: u64, skipped: u64) {
+        self.scheduler_jobs
+            .set(i64::try_from(jobs).unwrap_or(i64::MAX));
+        // Counters only move forward; the scheduler's atomics are monotonic too.
+        self.scheduler_started
+            .inc_by(started.saturating_sub(self.scheduler_started.get()));
+        self.scheduler_skipped
+            .inc_by(skipped.saturating_sub(self.scheduler_skipped.get()));
+    }
+
+    pub fn record_reload(&self, success: bool) {
+        self.config_reloads
+            .with_label_values(&[if success { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// Removes per-target series for targets no longer configured (after a reload), so a
+    /// removed tenant does not stay "critical" on dashboards forever.
+    pub fn retain_targets(&self, keep: impl Fn(&str, &str, &str) -> bool) {
+        self.targets.lock().retain(|(tenant, check, target), _| {
+            if keep(tenant, check, target) {
+                return true;
+            }
+            let labels = [tenant.as_str(), check.as_str(), target.as_str()];
+            let _ = self.check_status.remove_label_values(&labels);
+            let _ = self.check_last_run.remove_label_values(&labels);
+            let _ = self.check_since.remove_label_values(&labels);
+            let _ = self
+                .smtp_reply_code
+                .remove_label_values(&[tenant.as_str(), target.as_str()]);
+            false
+        });
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::with_capacity(64 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer).map_err(|err| prometheus::Error::Msg(err.to_string()))
+    }
+}
