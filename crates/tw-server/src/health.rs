@@ -32,6 +32,11 @@ impl Health {
         *self.store_error.lock() = error;
     }
 
+    /// The current store error, if writes are failing.
+    pub fn readiness_store_error(&self) -> Option<String> {
+        self.store_error.lock().clone()
+    }
+
     /// `Ok` when ready, otherwise every reason it is not.
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();

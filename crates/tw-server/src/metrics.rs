@@ -222,8 +222,9 @@ impl Metrics {
         })
     }
 
-    /// Updates every family an observation feeds.
-    pub fn observe(&self, observation: &Observation) {
+    /// Updates every family an observation feeds. Returns true when the target's status or
+    /// reason changed (or the target is new), so the caller can log the change.
+    pub fn observe(&self, observation: &Observation) -> bool {
         let tenant = observation.tenant.as_str();
         let check = observation.check.as_str();
         let target = observation.target.as_str();
@@ -236,7 +237,8 @@ impl Metrics {
             .set(observation.started_at.as_secs_f64());
         let key = (tenant.to_owned(), check.to_owned(), target.to_owned());
         let state = (observation.status, observation.reason);
-        if self.targets.lock().insert(key, state) != Some(state) {
+        let changed = self.targets.lock().insert(key, state) != Some(state);
+        if changed {
             self.check_since
                 .with_label_values(&labels)
                 .set(observation.started_at.as_secs_f64());
@@ -266,6 +268,7 @@ impl Metrics {
                 .with_label_values(&[tenant, target])
                 .set(i64::from(code));
         }
+        changed
     }
 
     pub fn record_store_result(&self, result: StoreResult, now_secs: f64) {

@@ -1,0 +1,288 @@
+//! `App`: builds every stage from a validated config and runs them until shutdown.
+//!
+//! Order matters and is the contract: config is parsed before anything is bound; the store is
+//! migrated before the scheduler starts; on shutdown the scheduler stops first, the recorder
+//! drains the closed channel and commits the last batch, and the HTTP server stops last.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tw_core::config::{self, Config};
+use tw_core::Timestamp;
+use tw_probe::{Clients, DnsMemory, Plan, Scheduler, SchedulerStats};
+use tw_server::{Health, Metrics, ServerState};
+use tw_store::{RecordPolicy, Store};
+
+use crate::pipeline::{error_chain, Recorder};
+use crate::systemd;
+
+/// The whole shutdown must fit in this budget (systemd's stop timeout is longer).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long in-flight probes may continue once shutdown begins, before reporting `shutdown`.
+const PROBE_DRAIN: Duration = Duration::from_secs(2);
+/// How often old observations are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+
+pub(crate) struct App {
+    config: Config,
+    /// Where a reload re-reads the config from; `None` for the demo's generated config.
+    config_path: Option<PathBuf>,
+    store: Store,
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl App {
+    /// Opens (and migrates) the store and binds the HTTP listener.
+    pub(crate) async fn build(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<App> {
+        let health = Arc::new(Health::default());
+        let metrics =
+            Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")).context("registering metrics")?);
+        let store = Store::open(&config.store.path)
+            .await
+            .with_context(|| format!("opening the database {}", config.store.path.display()))?;
+        health.set_migrated();
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding the HTTP listener on {}", config.server.listen))?;
+        Ok(App {
+            config,
+            config_path,
+            store,
+            listener,
+            metrics,
+            health,
+        })
+    }
+
+    /// Runs until `shutdown` completes. `reloads` delivers SIGHUPs (or test triggers).
+    pub(crate) async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+        mut reloads: mpsc::Receiver<()>,
+    ) -> anyhow::Result<()> {
+        let App {
+            config,
+            config_path,
+            store,
+            listener,
+            metrics,
+            health,
+        } = self;
+        let clients = Arc::new(Clients::from_config(&config).context("building probe clients")?);
+
+        let tracker = TaskTracker::new();
+        let stop_probes = CancellationToken::new();
+        let stop_server = CancellationToken::new();
+        let stop_background = CancellationToken::new();
+
+        let stats = Arc::new(SchedulerStats::default());
+        let server_state = ServerState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            before_scrape: Some({
+                let stats = stats.clone();
+                Arc::new(move |metrics: &Metrics| {
+                    metrics.set_scheduler(
+                        stats.jobs.load(Ordering::Relaxed),
+                        stats.started.load(Ordering::Relaxed),
+                        stats.skipped.load(Ordering::Relaxed),
+                    )
+                })
+            }),
+        };
+        let listen = listener
+            .local_addr()
+            .context("reading the listener address")?;
+        let server = tracker.spawn(tw_server::serve(
+            listener,
+            server_state,
+            stop_server.clone(),
+        ));
+        tracing::info!(%listen, "Serving /metrics, /healthz and /readyz");
+
+        let dns_memory = Arc::new(DnsMemory::default());
+        match store.dns_snapshots().await {
+            Ok(snapshots) => {
+                for snapshot in snapshots {
+                    dns_memory.seed(&snapshot.tenant, &snapshot.domain, snapshot.records);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %error_chain(&err), "Cannot load DNS snapshots; drift is measured from the first run")
+            }
+        }
+
+        let (observation_tx, observation_rx) = mpsc::channel(config.store.queue_capacity.get());
+        let recorder = Recorder {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            policy: RecordPolicy {
+                ok_sample_interval: config.store.ok_sample_interval,
+            },
+            retry_capacity: config.store.queue_capacity.get() * 4,
+        };
+        let recorder = tracker.spawn(recorder.run(observation_rx));
+
+        let (plan_tx, plan_rx) = mpsc::channel::<Plan>(1);
+        let scheduler = Scheduler {
+            stats: stats.clone(),
+            dns_memory,
+            max_concurrent: config.schedule.max_concurrent.get(),
+            drain: PROBE_DRAIN,
+        };
+        let jobs = tw_probe::plan(&config);
+        tracing::info!(
+            tenants = config.tenants.len(),
+            jobs = jobs.len(),
+            "Starting the scheduler"
+        );
+        let scheduler = tracker.spawn(scheduler.run(
+            Plan { jobs, clients },
+            plan_rx,
+            observation_tx,
+            stop_probes.clone(),
+        ));
+        health.set_scheduling();
+
+        tracker.spawn(prune_loop(
+            store.clone(),
+            config.store.retention,
+            stop_background.clone(),
+        ));
+        tracker.spawn(systemd::watchdog(stop_background.clone()));
+        systemd::ready();
+
+        let mut current = config;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(()) = reloads.recv() => {
+                    systemd::reloading();
+                    reload(config_path.as_deref(), &mut current, &plan_tx, &metrics).await;
+                    systemd::ready();
+                }
+            }
+        }
+
+        tracing::info!("Shutting down");
+        health.set_stopping();
+        systemd::stopping();
+        let started = tokio::time::Instant::now();
+        stop_probes.cancel();
+        stop_background.cancel();
+        drop(plan_tx);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            let _ = scheduler.await;
+            let _ = recorder.await;
+        })
+        .await;
+        stop_server.cancel();
+        let server_stopped = tokio::time::timeout(Duration::from_secs(1), server).await;
+        tracker.close();
+        store.close().await;
+        match (drained, server_stopped) {
+            (Ok(()), Ok(_)) => {
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "Stopped cleanly"
+                );
+                Ok(())
+            }
+            (Err(_), _) => anyhow::bail!(
+                "probes and recorder did not finish within {}s",
+                SHUTDOWN_GRACE.as_secs()
+            ),
+            (_, Err(_)) => anyhow::bail!("the HTTP server did not stop within 1s"),
+        }
+    }
+}
+
+/// Re-reads the config. An invalid one keeps the old config running and says why.
+async fn reload(
+    path: Option<&std::path::Path>,
+    current: &mut Config,
+    plan_tx: &mpsc::Sender<Plan>,
+    metrics: &Metrics,
+) {
+    let Some(path) = path else {
+        tracing::info!("Reload requested, but this config was not read from a file; nothing to do");
+        return;
+    };
+    let new_config = match read_config(path) {
+        Ok(config) => config,
+        Err(err) => {
+            metrics.record_reload(false);
+            tracing::error!(path = %path.display(), error = %format!("{err:#}"), "Config reload failed; keeping the running config");
+            return;
+        }
+    };
+    let clients = match Clients::from_config(&new_config) {
+        Ok(clients) => Arc::new(clients),
+        Err(err) => {
+            metrics.record_reload(false);
+            tracing::error!(error = %error_chain(&err), "Config reload failed; keeping the running config");
+            return;
+        }
+    };
+    if new_config.server != current.server || new_config.store.path != current.store.path {
+        tracing::warn!("server.listen and store.path changes take effect only after a restart");
+    }
+    let jobs = tw_probe::plan(&new_config);
+    let keep: std::collections::HashSet<(String, String, String)> = jobs
+        .iter()
+        .flat_map(|job| {
+            job.targets()
+                .into_iter()
+                .map(move |target| (job.tenant.to_string(), job.check.to_string(), target))
+        })
+        .collect();
+    metrics.retain_targets(|tenant, check, target| {
+        keep.contains(&(tenant.to_owned(), check.to_owned(), target.to_owned()))
+    });
+    let n_jobs = jobs.len();
+    if plan_tx.send(Plan { jobs, clients }).await.is_err() {
+        tracing::error!("Scheduler is gone; reload not applied");
+        return;
+    }
+    metrics.record_reload(true);
+    tracing::info!(
+        tenants = new_config.tenants.len(),
+        jobs = n_jobs,
+        "Config reloaded"
+    );
+    *current = new_config;
+}
+
+/// Reads and validates a config file; every problem is in the error text.
+pub(crate) fn read_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    config::parse(&text).map_err(|errors| anyhow::anyhow!("{}", errors.to_string().trim_end()))
+}
+
+async fn prune_loop(store: Store, retention: Duration, shutdown: CancellationToken) {
+    loop {
+        let older_than = Timestamp::now().minus(retention);
+        match store.prune(older_than).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "Pruned observations past retention"),
+            Err(err) => tracing::warn!(error = %error_chain(&err), "Pruning failed; will retry"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Command-line interface: the subcommands and their flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/tenantwatch/tenantwatch.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "tenantwatch",
+    version,
+    about = "Outside-in monitoring of Microsoft 365 tenants"
+)]
+pub(crate) struct Cli {
+    /// Log format: `text` for people, `json` for journald/Loki pipelines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file: print every problem, exit 2 if invalid, 0 if valid.
+    CheckConfig {
+        #[arg(default_value = DEFAULT_CONFIG)]
+        file: PathBuf,
+    },
+    /// Run a tenant's checks once and print the verdicts (exit 0 ok, 1 warning, 2 critical,
+    /// 3 unknown, as a Nagios plugin does). Nothing is stored.
+    Probe {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// Only this check kind (dns, smtp_rcpt).
+        #[arg(long)]
+        check: Option<String>,
+        /// Print JSON (with the evidence) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Start the bundled simulator with two sample tenants and the daemon against it; after
+    /// a while one watched identity vanishes.
+    Demo {
+        /// Where /metrics is served.
+        #[arg(long, default_value = "127.0.0.1:9317")]
+        listen: SocketAddr,
+        /// Directory for the demo's database, config and CA file.
+        #[arg(long, default_value = "tenantwatch-demo")]
+        dir: PathBuf,
+        /// When admin@contoso.example vanishes from the simulated directory.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        vanish_after: Duration,
+        /// Probe interval of the demo tenants.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+    },
+}

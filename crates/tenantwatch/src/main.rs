@@ -1,0 +1,166 @@
+//! The `tenantwatch` binary: CLI parsing, logging setup, signals and exit codes.
+//!
+//! Wiring only: every decision lives in a library crate. Exit codes: 0 success, 1 runtime
+//! failure, 2 invalid config (and for `probe`, the Nagios convention 0-3).
+
+mod app;
+mod cli;
+mod demo;
+mod output;
+mod pipeline;
+mod systemd;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::sync::mpsc;
+use tracing_subscriber::EnvFilter;
+use tw_core::config;
+
+use crate::cli::{Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "Cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    let result = match command {
+        Command::CheckConfig { file } => return check_config(&file),
+        Command::Run { config } => match load_config_or_exit(&config) {
+            Ok(parsed) => run(parsed, &config).await,
+            Err(code) => return code,
+        },
+        Command::Probe {
+            config,
+            tenant,
+            check,
+            json,
+        } => match load_config_or_exit(&config) {
+            Ok(parsed) => return output::probe(&parsed, &tenant, check.as_deref(), json).await,
+            Err(code) => return code,
+        },
+        Command::Migrate { config } => match load_config_or_exit(&config) {
+            Ok(parsed) => migrate(&parsed).await,
+            Err(code) => return code,
+        },
+        Command::Demo {
+            listen,
+            dir,
+            vanish_after,
+            interval,
+        } => demo::run(listen, &dir, vanish_after, interval).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "Exiting after an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}
+
+/// Prints every problem of an invalid config and returns exit code 2.
+fn load_config_or_exit(path: &Path) -> Result<config::Config, ExitCode> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("cannot read {}: {err}", path.display());
+            return Err(ExitCode::from(2));
+        }
+    };
+    config::parse(&text).map_err(|errors| {
+        eprint!("{}: {errors}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match load_config_or_exit(path) {
+        Ok(parsed) => {
+            let jobs = tw_probe::plan(&parsed).len();
+            println!(
+                "{}: valid ({} tenants, {jobs} jobs)",
+                path.display(),
+                parsed.tenants.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+async fn migrate(config: &config::Config) -> anyhow::Result<()> {
+    let store = tw_store::Store::open(&config.store.path)
+        .await
+        .with_context(|| format!("migrating {}", config.store.path.display()))?;
+    store.close().await;
+    tracing::info!(path = %config.store.path.display(), "Database is at the latest schema");
+    Ok(())
+}
+
+async fn run(config: config::Config, path: &Path) -> anyhow::Result<()> {
+    let app = app::App::build(config, Some(path.to_owned())).await?;
+    let reloads = forward_sighup()?;
+    app.run(shutdown_signal(), reloads).await
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "Cannot listen for SIGTERM; only SIGINT stops the daemon");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Turns each SIGHUP into a reload request.
+fn forward_sighup() -> anyhow::Result<mpsc::Receiver<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the config");
+            // A reload already queued covers this one too.
+            let _ = tx.try_send(());
+        }
+    });
+    Ok(rx)
+}

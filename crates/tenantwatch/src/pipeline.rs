@@ -1,0 +1,197 @@
+//! The recorder stage: observations in, SQLite and metrics out.
+//!
+//! One task. It takes observations in batches and writes each batch in one transaction. Metrics
+//! are updated as observations arrive, whether or not the store is healthy, so a full disk
+//! never blinds /metrics. A failed write keeps the batch in a bounded retry buffer and tries
+//! again with capped backoff; what overflows the buffer is dropped and counted. The stage ends
+//! when every sender of the channel is gone (the scheduler has stopped), after a last write.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tw_core::{Observation, Status, Timestamp};
+use tw_server::{Health, Metrics, StoreResult};
+use tw_store::{RecordPolicy, Store};
+
+/// Largest batch taken from the channel at once.
+const BATCH: usize = 512;
+/// Retry backoff after a failed write: doubles from the first to the last value.
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long the final write may keep retrying during shutdown.
+const FINAL_WRITE_BUDGET: Duration = Duration::from_secs(2);
+
+pub(crate) struct Recorder {
+    pub(crate) store: Store,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) policy: RecordPolicy,
+    /// Observations kept for retry while the store is failing.
+    pub(crate) retry_capacity: usize,
+}
+
+impl Recorder {
+    pub(crate) async fn run(self, mut observations: mpsc::Receiver<Observation>) {
+        let mut pending: VecDeque<Observation> = VecDeque::new();
+        let mut incoming = Vec::with_capacity(BATCH);
+        let mut backoff = RETRY_MIN;
+        let mut retry_at: Option<Instant> = None;
+
+        loop {
+            let received = match retry_at {
+                None => observations.recv_many(&mut incoming, BATCH).await,
+                Some(at) => tokio::select! {
+                    n = observations.recv_many(&mut incoming, BATCH) => n,
+                    _ = tokio::time::sleep_until(at) => usize::MAX,
+                },
+            };
+            let closed = received == 0;
+            for observation in &incoming {
+                self.observe(observation);
+            }
+            pending.extend(incoming.drain(..));
+            let dropped = self.trim(&mut pending);
+
+            let retry_due = retry_at.is_none_or(|at| Instant::now() >= at);
+            if !pending.is_empty() && (retry_due || closed) {
+                match self.write(&mut pending, dropped).await {
+                    true => {
+                        backoff = RETRY_MIN;
+                        retry_at = None;
+                    }
+                    false => {
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                    }
+                }
+            } else if dropped > 0 {
+                self.metrics.record_store_result(
+                    StoreResult {
+                        failed: true,
+                        pending: pending.len() as u64,
+                        dropped,
+                        ..StoreResult::default()
+                    },
+                    Timestamp::now().as_secs_f64(),
+                );
+            }
+            if closed {
+                break;
+            }
+        }
+
+        // The channel is closed: one last bounded effort for whatever is still pending.
+        let deadline = Instant::now() + FINAL_WRITE_BUDGET;
+        while !pending.is_empty() && Instant::now() < deadline {
+            if self.write(&mut pending, 0).await {
+                break;
+            }
+            tokio::time::sleep(RETRY_MIN).await;
+        }
+        if !pending.is_empty() {
+            tracing::error!(
+                lost = pending.len(),
+                "Observations not stored at shutdown: the store stayed unavailable"
+            );
+        }
+    }
+
+    /// Metrics first, and a log line when a verdict changes (per-probe noise stays at DEBUG).
+    fn observe(&self, observation: &Observation) {
+        if self.metrics.observe(observation) {
+            let tenant = observation.tenant.as_str();
+            let check = observation.check.as_str();
+            let target = observation.target.as_str();
+            let status = observation.status.as_str();
+            let reason = observation.reason.as_str();
+            let summary = observation.summary.as_str();
+            match observation.status {
+                Status::Critical => tracing::warn!(
+                    tenant,
+                    check,
+                    target,
+                    status,
+                    reason,
+                    summary,
+                    "Check status changed"
+                ),
+                _ => tracing::info!(
+                    tenant,
+                    check,
+                    target,
+                    status,
+                    reason,
+                    summary,
+                    "Check status changed"
+                ),
+            }
+        }
+    }
+
+    /// Drops the oldest pending observations beyond capacity; returns how many.
+    fn trim(&self, pending: &mut VecDeque<Observation>) -> u64 {
+        let excess = pending.len().saturating_sub(self.retry_capacity);
+        pending.drain(..excess);
+        excess as u64
+    }
+
+    /// Writes everything pending in one transaction. True on success.
+    async fn write(&self, pending: &mut VecDeque<Observation>, dropped: u64) -> bool {
+        let batch = pending.make_contiguous();
+        match self.store.record(batch, self.policy).await {
+            Ok(outcome) => {
+                let was_failing = self.health.readiness_store_error().is_some();
+                pending.clear();
+                self.health.set_store_error(None);
+                self.metrics.record_store_result(
+                    StoreResult {
+                        stored: outcome.stored as u64,
+                        sampled_out: outcome.sampled_out as u64,
+                        failed: false,
+                        pending: 0,
+                        dropped,
+                    },
+                    Timestamp::now().as_secs_f64(),
+                );
+                if was_failing {
+                    tracing::info!("Store writable again");
+                }
+                true
+            }
+            Err(err) => {
+                let first_failure = self.health.readiness_store_error().is_none();
+                self.health.set_store_error(Some(format!("{err:#}")));
+                self.metrics.record_store_result(
+                    StoreResult {
+                        failed: true,
+                        pending: pending.len() as u64,
+                        dropped,
+                        ..StoreResult::default()
+                    },
+                    Timestamp::now().as_secs_f64(),
+                );
+                if first_failure {
+                    tracing::error!(error = %error_chain(&err), retryable = err.is_retryable(), pending = pending.len(), "Store write failed; probing continues and the batch will be retried");
+                } else {
+                    tracing::debug!(error = %error_chain(&err), pending = pending.len(), "Store write failed again");
+                }
+                false
+            }
+        }
+    }
+}
+
+/// `error: cause: cause`, as `{:#}` prints an anyhow chain.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
