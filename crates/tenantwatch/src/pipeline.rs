@@ -163,7 +163,7 @@ impl Recorder {
             }
             Err(err) => {
                 let first_failure = self.health.readiness_store_error().is_none();
-                self.health.set_store_error(Some(format!("{err:#}")));
+                self.health.set_store_error(Some(error_chain(&err)));
                 self.metrics.record_store_result(
                     StoreResult {
                         failed: true,

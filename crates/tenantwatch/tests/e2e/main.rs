@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `tenantwatch` binary against loopback simulators (and a real
+//! Postfix), observed from the outside through /metrics, the exit code and the database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod daemon;
+mod postfix;
+mod support;

@@ -1,0 +1,1 @@
+//! Placeholder until the Postfix instance script lands.

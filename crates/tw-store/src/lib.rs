@@ -1,0 +1,135 @@
+//! tenantwatch's store: every byte on disk, in one SQLite file.
+//!
+//! This is the only crate that speaks SQL. Its API takes and returns tw-core types and the
+//! plain structs defined here; no sqlx type crosses it, so the rest of the workspace cannot
+//! grow queries of its own and the schema can change behind it (through `migrations/` only).
+//!
+//! One [`Store`] owns a database file: it keeps the last state of every check in memory to
+//! decide what to store without reading it back per observation, so a second writer on the
+//! same file (another daemon) would make that copy wrong. Reads may come from anywhere.
+
+mod check_state;
+mod codec;
+mod dns_snapshots;
+mod error;
+mod meta;
+mod observations;
+mod pool;
+mod record;
+mod retention;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use sqlx::SqlitePool;
+use tokio::sync::Mutex;
+use tw_core::{CheckKind, Observation, Timestamp};
+
+use crate::check_state::StateCache;
+
+pub use crate::check_state::CheckState;
+pub use crate::dns_snapshots::DnsSnapshot;
+pub use crate::error::StoreError;
+pub use crate::observations::StoredObservation;
+pub use crate::record::{RecordOutcome, RecordPolicy};
+
+/// A handle on the database. Cloning is cheap and every clone shares the pool and the cache.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: SqlitePool,
+    /// The writer lock and, inside it, the last state of every key. Writes from this process
+    /// queue here (SQLite allows one writer), so `record` always sees the cache as of the last
+    /// commit. `None` means it must be reloaded from disk before the next batch.
+    writer: Mutex<Option<StateCache>>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("pool", &self.inner.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the database at `path`, creating the file and its directory if missing, and
+    /// applies any migrations not yet applied.
+    ///
+    /// Every connection runs with WAL, `synchronous=NORMAL`, a 5 s busy timeout, foreign keys
+    /// on, `auto_vacuum=INCREMENTAL` (effective for files created here) and a 64 MiB
+    /// `journal_size_limit`.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let pool = pool::connect(path).await?;
+        let cache = match check_state::load_cache(&pool).await {
+            Ok(cache) => cache,
+            Err(err) => {
+                pool.close().await;
+                return Err(err);
+            }
+        };
+        tracing::debug!(path = %path.display(), checks = cache.len(), "Store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                pool,
+                writer: Mutex::new(Some(cache)),
+            }),
+        })
+    }
+
+    /// Writes a batch in one transaction: the check state of every key, the observations
+    /// worth keeping (state changes, every non-ok, and an ok once per
+    /// `policy.ok_sample_interval`), and the DNS snapshot of every DNS observation that has
+    /// records. Observations of the same key are applied in batch order.
+    pub async fn record(
+        &self,
+        batch: &[Observation],
+        policy: RecordPolicy,
+    ) -> Result<RecordOutcome, StoreError> {
+        record::record(&self.inner.pool, &self.inner.writer, batch, policy).await
+    }
+
+    /// Every key's latest state, ordered by tenant, check and target.
+    pub async fn check_states(&self) -> Result<Vec<CheckState>, StoreError> {
+        check_state::list(&self.inner.pool).await
+    }
+
+    /// Every (tenant, domain)'s last DNS record set, ordered by tenant and domain.
+    pub async fn dns_snapshots(&self) -> Result<Vec<DnsSnapshot>, StoreError> {
+        dns_snapshots::list(&self.inner.pool).await
+    }
+
+    /// Stored observations, newest first, at most `limit` of them; each filter that is `Some`
+    /// must match.
+    pub async fn observations(
+        &self,
+        tenant: Option<&str>,
+        check: Option<CheckKind>,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        observations::list(&self.inner.pool, tenant, check, target, limit).await
+    }
+
+    /// Deletes observations started before `older_than`, except the one each key's current
+    /// state started with, then returns the freed space to the file system and truncates the
+    /// WAL. Returns the number of observations deleted.
+    pub async fn prune(&self, older_than: Timestamp) -> Result<u64, StoreError> {
+        retention::prune(&self.inner.pool, &self.inner.writer, older_than).await
+    }
+
+    /// Writes one row to prove a batch could be written now (for `/readyz`).
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        meta::check_writable(&self.inner.pool).await
+    }
+
+    /// Closes every connection, which checkpoints the WAL into the database file. Calls made
+    /// afterwards, on this handle or any clone, fail with a retryable `Unavailable`.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+}

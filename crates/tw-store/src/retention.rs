@@ -1,0 +1,68 @@
+//! Retention: deleting old history without ever deleting a current state's evidence.
+//!
+//! Deletion runs in chunks, each its own short transaction taken through the store's writer
+//! lock, so a prune of millions of rows lets the recorder's batches in between instead of
+//! holding SQLite's write lock past their busy timeout.
+
+use sqlx::SqlitePool;
+use tokio::sync::Mutex;
+use tw_core::Timestamp;
+
+use crate::check_state::StateCache;
+use crate::StoreError;
+
+/// Rows per delete transaction: large enough that the per-statement cost does not dominate,
+/// small enough that one chunk holds the write lock for milliseconds.
+const CHUNK: u32 = 5_000;
+
+pub(crate) async fn prune(
+    pool: &SqlitePool,
+    writer: &Mutex<Option<StateCache>>,
+    older_than: Timestamp,
+) -> Result<u64, StoreError> {
+    let mut deleted: u64 = 0;
+    loop {
+        // The cache is not touched: it holds no observation ids, and `last_stored_at` is
+        // still the right basis for sampling after the row itself is gone.
+        let _writer = writer.lock().await;
+        // The observation a key's current state started with is kept at any age, so every
+        // current verdict can still show its evidence; the foreign key from
+        // check_state.change_id would refuse the delete anyway.
+        let result = sqlx::query(
+            "DELETE FROM observations WHERE id IN ( \
+                 SELECT o.id FROM observations o \
+                 WHERE o.started_at < ?1 \
+                   AND NOT EXISTS (SELECT 1 FROM check_state c WHERE c.change_id = o.id) \
+                 ORDER BY o.started_at LIMIT ?2)",
+        )
+        .bind(older_than.as_millis())
+        .bind(i64::from(CHUNK))
+        .execute(pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let chunk = result.rows_affected();
+        deleted += chunk;
+        if chunk < u64::from(CHUNK) {
+            break;
+        }
+    }
+
+    let _writer = writer.lock().await;
+    // auto_vacuum=INCREMENTAL only marks freed pages; this hands them back to the file system.
+    sqlx::query("PRAGMA incremental_vacuum")
+        .execute(pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    // TRUNCATE resets the WAL to zero bytes, so the space the deletes wrote there is returned
+    // too. It reports `busy` when a reader kept it from finishing; the next prune catches up.
+    let (busy, _log_frames, _checkpointed) =
+        sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+    if busy != 0 {
+        tracing::debug!("WAL checkpoint after prune was blocked by a reader");
+    }
+    tracing::debug!(deleted, older_than = %older_than, "Observations pruned");
+    Ok(deleted)
+}
