@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::proto::{ProtoError, ProtoErrorKind};
 use hickory_resolver::{ResolveError, TokioResolver};
 use tokio::time::Instant;
 use tw_core::{DnsEvidence, DnsFinding, DomainName, Reason, RecordSet, Status};
@@ -125,13 +127,17 @@ async fn lookup(resolver: &TokioResolver, name: String, record_type: RecordType)
     }
 }
 
-fn classify_error(err: &ResolveError) -> Answer {
-    if err.is_nx_domain() {
-        Answer::NxDomain
-    } else if err.is_no_records_found() {
-        Answer::NoRecords
-    } else {
-        Answer::Failed(err.to_string())
+/// What a failed lookup says about the name. Absence only when the server said so: NXDOMAIN,
+/// or NOERROR with no records (NODATA). hickory reports SERVFAIL, REFUSED and the other error
+/// codes as "no records found" too; those are a failure to look, never a missing record.
+pub(crate) fn classify_error(err: &ResolveError) -> Answer {
+    match err.proto().map(ProtoError::kind) {
+        Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => match *response_code {
+            ResponseCode::NXDomain => Answer::NxDomain,
+            ResponseCode::NoError => Answer::NoRecords,
+            code => Answer::Failed(format!("the server answered {code:?} ({code})")),
+        },
+        _ => Answer::Failed(err.to_string()),
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tw_core::{DomainName, EmailAddress, RcptVerdict, Reason, SmtpEvidence};
 
 use crate::clients::Clients;
+use crate::dns;
 pub use classify::{classify_rcpt, classify_watched, parse_enhanced, RcptMeaning, Reply};
 pub use dialogue::parse_reply;
 use dialogue::{Dialogue, SessionLog, Stop};
@@ -147,12 +148,11 @@ async fn resolve_mx(domain: &DomainName, clients: &Clients) -> Result<String, St
     let fqdn = format!("{domain}.");
     let lookup = clients.resolver.mx_lookup(fqdn).await.map_err(|err| Stop {
         reason: Reason::MxUnresolvable,
-        summary: if err.is_nx_domain() {
-            format!("{domain} does not exist in DNS")
-        } else if err.is_no_records_found() {
-            format!("{domain} has no MX record")
-        } else {
-            format!("MX lookup for {domain} failed: {err}")
+        summary: match dns::classify_error(&err) {
+            dns::Answer::NxDomain => format!("{domain} does not exist in DNS"),
+            dns::Answer::NoRecords => format!("{domain} has no MX record"),
+            dns::Answer::Failed(error) => format!("MX lookup for {domain} failed: {error}"),
+            dns::Answer::Records(_) => format!("MX lookup for {domain} failed: {err}"),
         },
     })?;
     lookup
