@@ -191,3 +191,111 @@ async fn invalid_config_on_sighup_keeps_the_running_config_and_a_valid_one_appli
     daemon.signal("INT");
     assert!(daemon.wait_exit(Duration::from_secs(5)).await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_database_keeps_probing_shows_on_readyz_and_metrics_and_recovers() {
+    let dir = temp_dir();
+    let sims = Sims::start(dir.path(), &["contoso.example"]).await;
+    sims.smtp.set_recipient(ADMIN, RcptBehaviour::Accept);
+    let mut daemon = TestDaemon::spawn(dir.path(), &contoso_config(&sims, &[ADMIN])).await;
+    let admin = status_series("smtp_rcpt", ADMIN, "contoso");
+    let last_run = format!("tenantwatch_check_last_run_timestamp_seconds{{check=\"smtp_rcpt\",target=\"{ADMIN}\",tenant=\"contoso\"}}");
+    eventually(Duration::from_secs(15), "admin to be ok", || async {
+        (daemon.metric(&admin).await == Some(0.0)).then_some(())
+    })
+    .await;
+    let before_lock = daemon.metric(&last_run).await.unwrap();
+
+    // Another process holds SQLite's write lock, as a stuck backup job or a full disk would
+    // stop writes; Python's sqlite3 is a second, independent SQLite client.
+    let mut locker = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(float(sys.argv[2]))")
+        .arg(&daemon.db_path)
+        .arg("16")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 is needed to hold a SQLite lock from another process");
+    let mut said = String::new();
+    tokio::io::AsyncBufReadExt::read_line(
+        &mut tokio::io::BufReader::new(locker.stdout.take().unwrap()),
+        &mut said,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        said, "locked\n",
+        "the lock holder must hold the lock before the test goes on"
+    );
+
+    let (_, not_ready) = eventually(
+        Duration::from_secs(25),
+        "/readyz to report the store",
+        || async {
+            let (status, body) = daemon.get("/readyz").await;
+            (status == 503).then_some((status, body))
+        },
+    )
+    .await;
+    assert!(
+        not_ready.contains("store not writable: database unavailable"),
+        "{not_ready}"
+    );
+    assert!(
+        daemon
+            .metric("tenantwatch_store_errors_total")
+            .await
+            .unwrap()
+            >= 1.0
+    );
+    let during_lock = eventually(
+        Duration::from_secs(12),
+        "probing to go on while the store is locked",
+        || async {
+            daemon
+                .metric(&last_run)
+                .await
+                .filter(|value| *value > before_lock)
+        },
+    )
+    .await;
+
+    assert!(locker.wait().await.unwrap().success());
+    eventually(
+        Duration::from_secs(40),
+        "/readyz to recover once the lock is gone",
+        || async { (daemon.get("/readyz").await.0 == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        daemon
+            .metric("tenantwatch_store_pending_observations")
+            .await,
+        Some(0.0)
+    );
+    assert!(daemon
+        .logs()
+        .iter()
+        .any(|line| line.contains("Store write failed")));
+    assert!(daemon
+        .logs()
+        .iter()
+        .any(|line| line.contains("Store writable again")));
+
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(5)).await.success());
+    let store = Store::open(&daemon.db_path).await.unwrap();
+    let state = store
+        .check_states()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.target == ADMIN)
+        .unwrap();
+    assert!(
+        state.last_run.as_secs_f64() >= during_lock,
+        "the runs made while locked reached the database"
+    );
+    store.close().await;
+}
