@@ -29,6 +29,8 @@ const DEFAULT_OK_SAMPLE: Duration = Duration::from_secs(3_600);
 const DEFAULT_QUEUE: usize = 4_096;
 const DEFAULT_MAX_CONCURRENT: usize = 256;
 const DEFAULT_MAX_PER_DESTINATION: usize = 2;
+/// The longest duration any key accepts.
+const MAX_DURATION: Duration = Duration::from_secs(3_650 * 86_400);
 /// Probing more often than this looks like directory harvesting to the receiving MX.
 const MIN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -91,6 +93,9 @@ pub struct Tenant {
     pub domain: DomainName,
     pub extra_domains: Vec<DomainName>,
     pub tenant_id: Option<String>,
+    /// MX host suffixes that count as expected besides Exchange Online's, for tenants
+    /// behind a mail gateway (e.g. `mimecast.com`).
+    pub accepted_mx: Vec<String>,
     pub watch: Vec<EmailAddress>,
     /// Every check kind, enabled or not, with its effective interval and timeout.
     pub checks: BTreeMap<CheckKind, CheckSettings>,
@@ -315,7 +320,7 @@ impl Validator<'_> {
             let timeout = self.duration(
                 "schedule.timeout",
                 timeout_value,
-                DEFAULT_TIMEOUT.min(interval),
+                DEFAULT_TIMEOUT.min(interval / 2),
             );
             self.check_interval_and_timeout(
                 "schedule",
@@ -552,6 +557,23 @@ impl Validator<'_> {
             }
         });
 
+        let mut accepted_mx = Vec::new();
+        for (i, value) in raw.accepted_mx.iter().enumerate() {
+            let path = format!("{base}.accepted_mx[{i}]");
+            let suffix = value.get_ref().trim_start_matches('.');
+            match DomainName::parse(suffix) {
+                Ok(suffix) => accepted_mx.push(suffix.to_string()),
+                Err(_) => self.error(
+                    path,
+                    Some(value.span().start),
+                    format!(
+                        "{:?} is not a host name suffix such as \"mimecast.com\"",
+                        value.get_ref()
+                    ),
+                ),
+            }
+        }
+
         let mut watch: Vec<EmailAddress> = Vec::new();
         for (i, value) in raw.watch.iter().enumerate() {
             let path = format!("{base}.watch[{i}]");
@@ -602,6 +624,7 @@ impl Validator<'_> {
             domain: domains.next()?,
             extra_domains: domains.collect(),
             tenant_id,
+            accepted_mx,
             watch,
             checks,
         })
@@ -644,9 +667,14 @@ impl Validator<'_> {
 /// Durations are strings with a unit (`"30s"`, `"5m"`, `"90d"`); bare numbers are refused
 /// because "300" could mean seconds or milliseconds.
 fn parse_duration(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw.trim()).map_err(|err| {
+    let duration = humantime::parse_duration(raw.trim()).map_err(|err| {
         format!("{raw:?} is not a duration such as \"30s\", \"5m\" or \"90d\" ({err})")
-    })
+    })?;
+    // Far beyond any sensible setting, and far below what would overflow a deadline.
+    if duration > MAX_DURATION {
+        return Err(format!("{raw:?} is longer than the maximum of 3650 days"));
+    }
+    Ok(duration)
 }
 
 fn parse_nameserver(raw: &str) -> Option<SocketAddr> {

@@ -52,7 +52,11 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T12:00:00.000Z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // humantime formats years 0000-9999 only; anything else is shown as raw milliseconds
+        // rather than failing (a `to_string` that errors would panic).
+        const LAST_RFC3339_MILLIS: u64 = 253_402_300_799_999;
         match u64::try_from(self.0) {
+            Ok(millis) if millis > LAST_RFC3339_MILLIS => write!(f, "{millis}ms-after-epoch"),
             Ok(millis) => {
                 let at = UNIX_EPOCH + Duration::from_millis(millis);
                 write!(f, "{}", humantime::format_rfc3339_millis(at))
@@ -73,6 +77,15 @@ mod tests {
             Timestamp(1_795_000_000_123).to_string(),
             "2026-11-18T11:06:40.123Z"
         );
+    }
+
+    #[test]
+    fn far_future_and_past_display_without_failing() {
+        assert_eq!(
+            Timestamp(i64::MAX).to_string(),
+            format!("{}ms-after-epoch", i64::MAX)
+        );
+        assert_eq!(Timestamp(-5).to_string(), "5ms-before-epoch");
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub struct DnsOutcome {
 pub async fn run(
     domain: &DomainName,
     previous: Option<&RecordSet>,
+    accepted_mx: &[String],
     resolver: &TokioResolver,
     deadline: Instant,
 ) -> DnsOutcome {
@@ -68,47 +69,53 @@ pub async fn run(
             format!("{prefix}.{domain}.")
         }
     };
-    let lookups = async {
-        tokio::join!(
-            lookup(resolver, fqdn(""), RecordType::MX),
-            lookup(resolver, fqdn(""), RecordType::TXT),
-            lookup(resolver, fqdn("selector1._domainkey"), RecordType::CNAME),
-            lookup(resolver, fqdn("selector2._domainkey"), RecordType::CNAME),
-            lookup(resolver, fqdn("_dmarc"), RecordType::TXT),
-            lookup(resolver, fqdn("autodiscover"), RecordType::CNAME),
-        )
-    };
-    let answers = match tokio::time::timeout_at(deadline, lookups).await {
-        Ok((mx, apex_txt, dkim1, dkim2, dmarc, autodiscover)) => {
-            let (spf, ms) = split_apex_txt(&apex_txt);
-            let dmarc = filter_txt(&dmarc, |txt| {
-                txt.to_ascii_lowercase().starts_with("v=dmarc1")
-            });
-            BTreeMap::from([
-                ("mx", mx),
-                ("spf", spf),
-                ("ms_verification", ms),
-                ("dkim_selector1", dkim1),
-                ("dkim_selector2", dkim2),
-                ("dmarc", dmarc),
-                ("autodiscover", autodiscover),
-            ])
-        }
-        Err(_) => LABELS
-            .iter()
-            .map(|label| {
-                (
-                    *label,
-                    Answer::Failed("no answer within the probe timeout".into()),
-                )
-            })
-            .collect(),
-    };
-    classify_dns(domain, &answers, previous)
+    // Each lookup has the deadline on its own, so one slow label (a lame `_dmarc`) does not
+    // throw away an MX answer that already arrived.
+    let (mx, apex_txt, dkim1, dkim2, dmarc, autodiscover) = tokio::join!(
+        lookup(resolver, fqdn(""), RecordType::MX, deadline),
+        lookup(resolver, fqdn(""), RecordType::TXT, deadline),
+        lookup(
+            resolver,
+            fqdn("selector1._domainkey"),
+            RecordType::CNAME,
+            deadline
+        ),
+        lookup(
+            resolver,
+            fqdn("selector2._domainkey"),
+            RecordType::CNAME,
+            deadline
+        ),
+        lookup(resolver, fqdn("_dmarc"), RecordType::TXT, deadline),
+        lookup(resolver, fqdn("autodiscover"), RecordType::CNAME, deadline),
+    );
+    let (spf, ms) = split_apex_txt(&apex_txt);
+    let dmarc = filter_txt(&dmarc, |txt| {
+        txt.to_ascii_lowercase().starts_with("v=dmarc1")
+    });
+    let answers = BTreeMap::from([
+        ("mx", mx),
+        ("spf", spf),
+        ("ms_verification", ms),
+        ("dkim_selector1", dkim1),
+        ("dkim_selector2", dkim2),
+        ("dmarc", dmarc),
+        ("autodiscover", autodiscover),
+    ]);
+    classify_dns(domain, &answers, previous, accepted_mx)
 }
 
-async fn lookup(resolver: &TokioResolver, name: String, record_type: RecordType) -> Answer {
-    match resolver.lookup(name, record_type).await {
+async fn lookup(
+    resolver: &TokioResolver,
+    name: String,
+    record_type: RecordType,
+    deadline: Instant,
+) -> Answer {
+    let Ok(result) = tokio::time::timeout_at(deadline, resolver.lookup(name, record_type)).await
+    else {
+        return Answer::Failed("no answer within the probe timeout".into());
+    };
+    match result {
         Ok(lookup) => {
             let mut values: Vec<String> = lookup
                 .record_iter()
@@ -185,6 +192,7 @@ pub fn classify_dns(
     domain: &DomainName,
     answers: &BTreeMap<&str, Answer>,
     previous: Option<&RecordSet>,
+    accepted_mx: &[String],
 ) -> DnsOutcome {
     let mut evidence = DnsEvidence {
         domain: domain.to_string(),
@@ -237,7 +245,10 @@ pub fn classify_dns(
             ));
         }
         Some(Answer::Records(values)) => {
-            let foreign: Vec<&String> = values.iter().filter(|mx| !is_microsoft_mx(mx)).collect();
+            let foreign: Vec<&String> = values
+                .iter()
+                .filter(|mx| !is_expected_mx(mx, accepted_mx))
+                .collect();
             if foreign.is_empty() {
                 finding(
                     &mut evidence,
@@ -255,11 +266,11 @@ pub fn classify_dns(
                     &mut evidence,
                     "mx",
                     Status::Critical,
-                    format!("MX not Microsoft's: {list}"),
+                    format!("MX neither Microsoft's nor an accepted gateway: {list}"),
                 );
                 verdicts.push((
                     Reason::MxNotMicrosoft,
-                    format!("MX of {domain} no longer points at Exchange Online: {list}"),
+                    format!("MX of {domain} points neither at Exchange Online nor at an accepted gateway: {list}"),
                 ));
             }
             if values.len() > 1 {
@@ -397,12 +408,27 @@ pub fn classify_dns(
 /// which values count as present.
 type Expectation = (&'static str, Reason, &'static str, fn(&str) -> bool);
 
-fn is_microsoft_mx(mx: &str) -> bool {
+/// An MX value (`pref host.`) is expected when its host is Exchange Online's or under one of
+/// the tenant's accepted gateway suffixes.
+fn is_expected_mx(mx: &str, accepted_mx: &[String]) -> bool {
     let host = mx
         .split_whitespace()
         .last()
         .unwrap_or_default()
         .trim_end_matches('.');
+    is_exchange_online_host(host)
+        || accepted_mx.iter().any(|suffix| {
+            let suffix = suffix.trim_start_matches('.');
+            host == suffix
+                || host
+                    .strip_suffix(suffix)
+                    .is_some_and(|rest| rest.ends_with('.'))
+        })
+}
+
+/// True for MX hosts of Exchange Online Protection in every cloud (reference §4.1).
+pub(crate) fn is_exchange_online_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
     MICROSOFT_MX_SUFFIXES
         .iter()
         .any(|suffix| host.ends_with(suffix))
@@ -485,7 +511,7 @@ mod tests {
         let mut answers = healthy();
         change(&mut answers);
         let domain = DomainName::parse("contoso.com").unwrap();
-        let outcome = classify_dns(&domain, &answers, None);
+        let outcome = classify_dns(&domain, &answers, None, &[]);
         assert_eq!(outcome.reason.as_str(), expect, "{}", outcome.summary);
     }
 
@@ -585,19 +611,40 @@ mod tests {
     }
 
     #[test]
+    fn an_accepted_gateway_mx_is_expected_but_only_under_its_suffix() {
+        let domain = DomainName::parse("contoso.com").unwrap();
+        let mut answers = healthy();
+        answers.insert("mx", records(&["10 eu-smtp-inbound-1.mimecast.com."]));
+        let gateway = ["mimecast.com".to_owned()];
+        assert_eq!(
+            classify_dns(&domain, &answers, None, &gateway).reason,
+            Reason::DnsRecordsOk
+        );
+        assert_eq!(
+            classify_dns(&domain, &answers, None, &[]).reason,
+            Reason::MxNotMicrosoft
+        );
+        answers.insert("mx", records(&["10 evilmimecast.com."]));
+        assert_eq!(
+            classify_dns(&domain, &answers, None, &gateway).reason,
+            Reason::MxNotMicrosoft
+        );
+    }
+
+    #[test]
     fn drift_is_reported_against_the_previous_set_but_not_for_failed_lookups() {
         let domain = DomainName::parse("contoso.com").unwrap();
-        let first = classify_dns(&domain, &healthy(), None);
+        let first = classify_dns(&domain, &healthy(), None, &[]);
         let mut changed = healthy();
         changed.insert("dmarc", records(&["v=DMARC1; p=none"]));
         changed.insert("spf", Answer::Failed("timeout".into()));
-        let second = classify_dns(&domain, &changed, Some(&first.evidence.records));
+        let second = classify_dns(&domain, &changed, Some(&first.evidence.records), &[]);
         assert_eq!(second.reason, Reason::DnsDrift, "{}", second.summary);
         assert_eq!(
             second.evidence.drift,
             ["dmarc: [v=DMARC1; p=reject; rua=mailto:d@contoso.com] -> [v=DMARC1; p=none]"]
         );
-        let same = classify_dns(&domain, &healthy(), Some(&first.evidence.records));
+        let same = classify_dns(&domain, &healthy(), Some(&first.evidence.records), &[]);
         assert_eq!(same.reason, Reason::DnsRecordsOk);
     }
 }

@@ -26,6 +26,8 @@ pub struct Job {
     pub subject: Subject,
     pub interval: Duration,
     pub timeout: Duration,
+    /// MX host suffixes accepted besides Exchange Online's (a mail gateway in front).
+    pub accepted_mx: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +76,7 @@ pub fn plan(config: &Config) -> Vec<Job> {
                     subject: Subject::Domain(domain.clone()),
                     interval: settings.interval,
                     timeout: settings.timeout,
+                    accepted_mx: tenant.accepted_mx.clone(),
                 });
             }
         }
@@ -97,6 +100,7 @@ pub fn plan(config: &Config) -> Vec<Job> {
                     },
                     interval: settings.interval,
                     timeout: settings.timeout,
+                    accepted_mx: tenant.accepted_mx.clone(),
                 });
             }
         }
@@ -163,7 +167,7 @@ pub async fn run_job(
         let observations: Vec<Observation> = match &job.subject {
             Subject::Domain(domain) => {
                 let previous = memory.get(job.tenant.as_str(), domain.as_str());
-                let outcome = dns::run(domain, previous.as_ref(), &clients.resolver, deadline).await;
+                let outcome = dns::run(domain, previous.as_ref(), &job.accepted_mx, &clients.resolver, deadline).await;
                 memory.update(job.tenant.as_str(), domain.as_str(), &outcome.evidence.records);
                 vec![observation(domain.to_string(), outcome.reason, outcome.summary, Evidence::Dns(outcome.evidence))]
             }

@@ -70,7 +70,13 @@ impl Scheduler {
         let mut clients = plan.clients.clone();
         let mut entries: HashMap<String, Entry> = HashMap::new();
         let mut heap: BinaryHeap<Reverse<(Instant, String)>> = BinaryHeap::new();
-        self.replace_plan(plan, &mut entries, &mut heap, Instant::now());
+        self.replace_plan(
+            plan,
+            &mut entries,
+            &mut heap,
+            Instant::now(),
+            Timestamp::now(),
+        );
         let mut reloads_open = true;
 
         loop {
@@ -80,7 +86,7 @@ impl Scheduler {
                 new_plan = reloads.recv(), if reloads_open => match new_plan {
                     Some(new_plan) => {
                         clients = new_plan.clients.clone();
-                        self.replace_plan(new_plan, &mut entries, &mut heap, Instant::now());
+                        self.replace_plan(new_plan, &mut entries, &mut heap, Instant::now(), Timestamp::now());
                         self.stats.reloads.fetch_add(1, Ordering::Relaxed);
                     }
                     None => reloads_open = false,
@@ -139,6 +145,7 @@ impl Scheduler {
         entries: &mut HashMap<String, Entry>,
         heap: &mut BinaryHeap<Reverse<(Instant, String)>>,
         now: Instant,
+        wall_now: Timestamp,
     ) {
         let mut next_entries = HashMap::with_capacity(plan.jobs.len());
         for job in plan.jobs {
@@ -150,12 +157,12 @@ impl Scheduler {
                     running: old.running,
                 },
                 Some(old) => Entry {
-                    due: now + phase_offset(&key, job.interval),
+                    due: now + first_run_delay(&key, job.interval, wall_now),
                     job: Arc::new(job),
                     running: old.running,
                 },
                 None => Entry {
-                    due: now + phase_offset(&key, job.interval),
+                    due: now + first_run_delay(&key, job.interval, wall_now),
                     job: Arc::new(job),
                     running: Arc::new(AtomicBool::new(false)),
                 },
@@ -218,8 +225,21 @@ async fn sleep_until_opt(due: Option<Instant>) {
     }
 }
 
-/// A stable offset in `[0, interval)` from the job key (FNV-1a), so a job keeps its slot
-/// across restarts and jobs spread evenly over the interval.
+/// How long after `wall_now` a job's first run is due: the next wall-clock instant whose
+/// position within the interval equals the job's phase offset. Anchoring the phase to the
+/// wall clock (not to process start) keeps each job in its slot across restarts, so a
+/// restart never probes a domain twice in quick succession.
+pub fn first_run_delay(key: &str, interval: Duration, wall_now: Timestamp) -> Duration {
+    let interval_ms = u64::try_from(interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let offset_ms = u64::try_from(phase_offset(key, interval).as_millis()).unwrap_or(0);
+    let into_interval = u64::try_from(wall_now.as_millis()).unwrap_or(0) % interval_ms;
+    Duration::from_millis((offset_ms + interval_ms - into_interval) % interval_ms)
+}
+
+/// A stable offset in `[0, interval)` from the job key (FNV-1a), so jobs spread evenly over
+/// the interval.
 pub fn phase_offset(key: &str, interval: Duration) -> Duration {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in key.bytes() {
@@ -235,6 +255,19 @@ pub fn phase_offset(key: &str, interval: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_runs_land_on_the_same_wall_clock_slot_whatever_the_start_time() {
+        let interval = Duration::from_secs(300);
+        let key = "contoso/smtp_rcpt/contoso.com";
+        let offset = phase_offset(key, interval).as_millis() as i64;
+        for start in [0i64, 1, 123_456, 299_999, 1_795_000_000_000] {
+            let delay = first_run_delay(key, interval, Timestamp(start));
+            assert!(delay < interval);
+            let due = start + delay.as_millis() as i64;
+            assert_eq!(due % 300_000, offset, "start {start}");
+        }
+    }
 
     #[test]
     fn phase_offsets_are_stable_and_spread_over_the_interval() {

@@ -83,6 +83,16 @@ pub async fn run(
                 .iter()
                 .find(|(sent, is_control, _)| !is_control && *sent == text);
             let (reason, summary) = match (answered, &stop) {
+                // The session ended between this RCPT and the control's: without the
+                // control the answer means nothing, and the stop says why.
+                (Some((_, _, reply)), Some(stop)) if control_reply.is_none() => (
+                    stop.reason,
+                    format!(
+                        "{} before the control address was checked (RCPT answered {})",
+                        stop.summary,
+                        reply.one_line()
+                    ),
+                ),
                 (Some((_, _, reply)), _) => classify_watched(reply, control_reply.as_ref()),
                 (None, Some(stop)) => (stop.reason, stop.summary.clone()),
                 (None, None) => (

@@ -192,7 +192,7 @@ async fn mx_moved_away_from_microsoft_is_critical_mx_not_microsoft() {
         finding(&observation, "mx"),
         (
             "critical",
-            "MX not Microsoft's: 10 mx.parking-provider.example."
+            "MX neither Microsoft's nor an accepted gateway: 10 mx.parking-provider.example."
         )
     );
 }

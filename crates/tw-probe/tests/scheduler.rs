@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tw_core::config::Config;
 use tw_core::{CheckKind, Evidence, Observation, Reason, Status, Timestamp};
-use tw_probe::scheduler::phase_offset;
+use tw_probe::scheduler::{first_run_delay, phase_offset};
 use tw_probe::{plan, Clients, DnsMemory, Plan, Scheduler, SchedulerStats};
 use tw_sim::smtp::{RcptBehaviour, SmtpFault};
 
@@ -48,12 +48,17 @@ fn early_tenants(
             tenant(&name, &domain, &[&format!("admin@{domain}")])
         );
         let config = sims.config_with(INTERVAL, timeout, &block);
-        let latest = plan(&config)
+        let now = Timestamp::now();
+        let delays: Vec<Duration> = plan(&config)
             .iter()
-            .map(|job| phase_offset(&job.key(), job.interval))
-            .max()
-            .unwrap();
-        if latest < within {
+            .map(|job| first_run_delay(&job.key(), job.interval, now))
+            .collect();
+        // Not too close to zero either: a slot that passes before the scheduler starts
+        // would wrap to the next interval.
+        if delays
+            .iter()
+            .all(|d| *d < within && *d > Duration::from_millis(200))
+        {
             picked.push((domain, block));
             if picked.len() == count {
                 return picked;
@@ -72,7 +77,6 @@ struct Running {
     /// Kept open so the scheduler's reload branch stays live, as in the daemon.
     _reloads: mpsc::Sender<Plan>,
     started: Instant,
-    started_wall: Timestamp,
 }
 
 fn start(config: &Config, drain: Duration) -> Running {
@@ -90,7 +94,6 @@ fn start(config: &Config, drain: Duration) -> Running {
     let (reloads_tx, reloads_rx) = mpsc::channel(1);
     let (observations_tx, observations) = mpsc::channel(16);
     let shutdown = CancellationToken::new();
-    let started_wall = Timestamp::now();
     let started = Instant::now();
     let run = tokio::spawn(scheduler.run(plan, reloads_rx, observations_tx, shutdown.clone()));
     Running {
@@ -100,7 +103,6 @@ fn start(config: &Config, drain: Duration) -> Running {
         run,
         _reloads: reloads_tx,
         started,
-        started_wall,
     }
 }
 
@@ -181,12 +183,13 @@ async fn every_job_reports_once_on_time_and_shutdown_closes_the_channel() {
             "{key:?} started {:?} late",
             observation.lateness()
         );
-        // The first run waits for its phase offset: no herd at start.
-        let offset = u64::try_from(offsets[key].as_millis()).unwrap();
-        let since_start = observation.scheduled_for.millis_since(running.started_wall);
+        // The first run is due at the job's phase offset within the interval, counted on the
+        // wall clock: no herd at start, and the same slot after a restart.
+        let offset = i64::try_from(offsets[key].as_millis()).unwrap();
+        let slot = observation.scheduled_for.as_millis() % 10_000;
         assert!(
-            since_start + 20 >= offset,
-            "{key:?} scheduled {since_start} ms after start, offset {offset} ms"
+            (slot - offset).abs() <= 20,
+            "{key:?} scheduled at {slot} ms into the interval, offset {offset} ms"
         );
     }
     assert_eq!(running.stats.jobs.load(Ordering::Relaxed), 4);

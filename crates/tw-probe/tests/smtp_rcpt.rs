@@ -623,3 +623,58 @@ async fn each_session_uses_a_fresh_control_address() {
     assert_ne!(first, second);
     assert_eq!(sims.smtp.sessions(), 2);
 }
+
+#[tokio::test]
+async fn exchange_online_mx_without_starttls_is_unknown_tls_failed_and_nothing_is_asked() {
+    let sims = contoso(Cert::NoStartTls).await;
+    sims.smtp.set_recipient(ADMIN, RcptBehaviour::RejectUnknown);
+
+    let observation = probe_admin(&sims).await;
+
+    // A stripped STARTTLS could carry forged replies either way: no verdict from it.
+    assert_verdict(&observation, Status::Unknown, Reason::TlsFailed);
+    assert!(
+        observation.summary.contains("did not offer STARTTLS"),
+        "{}",
+        observation.summary
+    );
+    let evidence = smtp_evidence(&observation);
+    assert_eq!(
+        evidence.tls.as_ref().and_then(|tls| tls.error.as_deref()),
+        Some("STARTTLS not offered")
+    );
+    assert!(evidence.rcpt.is_empty(), "{:?}", evidence.rcpt);
+    assert!(sims.smtp.rcpt_log().is_empty());
+}
+
+#[tokio::test]
+async fn long_replies_are_kept_bounded_and_an_overlong_line_is_unknown_protocol_error() {
+    let sims = contoso(Cert::Trusted).await;
+    sims.smtp.set_recipient(
+        ADMIN,
+        RcptBehaviour::Reply(format!("550 5.1.1 {}", "x".repeat(1_900))),
+    );
+
+    // 1,900 bytes fit in a line (2,048) but the kept reply text is capped at 1 KiB and each
+    // transcript line at 512 bytes.
+    let admin = probe_admin(&sims).await;
+    assert_verdict(&admin, Status::Critical, Reason::RecipientNotFound);
+    assert!(rcpt(&admin, Some(ADMIN)).text.len() <= 1_024 + '…'.len_utf8());
+    assert!(smtp_evidence(&admin)
+        .transcript
+        .iter()
+        .all(|line| line.line.len() <= 512 + '…'.len_utf8()));
+
+    // 4,000 bytes on one line is refused outright, and the address gets no verdict from it.
+    sims.smtp.set_recipient(
+        ADMIN,
+        RcptBehaviour::Reply(format!("250 2.1.5 {}", "y".repeat(4_000))),
+    );
+    let refused = probe_admin(&sims).await;
+    assert_verdict(&refused, Status::Unknown, Reason::ProtocolError);
+    assert!(
+        refused.summary.contains("reply line too long"),
+        "{}",
+        refused.summary
+    );
+}

@@ -71,6 +71,8 @@ pub(super) struct RawTenant {
     pub(super) extra_domains: Vec<Spanned<String>>,
     pub(super) tenant_id: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) accepted_mx: Vec<Spanned<String>>,
+    #[serde(default)]
     pub(super) watch: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) checks: BTreeMap<String, RawCheck>,

@@ -184,3 +184,32 @@ fn bad_port_and_zero_counts_are_refused() {
         ],
     );
 }
+
+#[test]
+fn a_short_interval_gets_a_timeout_of_half_of_it() {
+    let config = check_valid("[schedule]\ninterval = \"20s\"\n");
+    assert_eq!(config.schedule.timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn absurdly_long_durations_are_refused() {
+    check_errors(
+        "[store]\nretention = \"100000d\"\n",
+        &["store.retention (line 6): \"100000d\" is longer than the maximum of 3650 days"],
+    );
+}
+
+#[test]
+fn accepted_mx_suffixes_are_validated_and_normalised() {
+    let config = check_valid(
+        "[[tenants]]\nname = \"a\"\ndomain = \"a.com\"\naccepted_mx = [\".Mimecast.com\", \"pphosted.com\"]\n",
+    );
+    assert_eq!(
+        config.tenants[0].accepted_mx,
+        ["mimecast.com", "pphosted.com"]
+    );
+    check_errors(
+        "[[tenants]]\nname = \"a\"\ndomain = \"a.com\"\naccepted_mx = [\"not a host\"]\n",
+        &["tenants[0].accepted_mx[0] (line 8): \"not a host\" is not a host name suffix such as \"mimecast.com\""],
+    );
+}

@@ -128,6 +128,16 @@ pub fn classify_watched(watched: &Reply, control: Option<&Reply>) -> (Reason, St
                 watched.one_line()
             ),
         ),
+        // The control was refused because the domain is not accepted, yet the watched
+        // address was taken: contradictory, so no verdict either way.
+        (RcptMeaning::Accepted, Some(RcptMeaning::Gone(Reason::DomainNotAccepted))) => (
+            Reason::UnexpectedReply,
+            format!(
+                "contradictory answers: RCPT answered {} but the control address got {}",
+                watched.one_line(),
+                control.map(Reply::one_line).unwrap_or_default()
+            ),
+        ),
         (RcptMeaning::Accepted, Some(RcptMeaning::Gone(_))) => {
             (Reason::RecipientAccepted, format!("recipient accepted: {}", watched.one_line()))
         }
@@ -241,6 +251,15 @@ mod tests {
         check(
             "553 5.1.3 Bad recipient address syntax",
             c,
+            "unexpected_reply",
+        );
+    }
+
+    #[test]
+    fn an_accepted_address_with_a_relay_denied_control_is_contradictory() {
+        check(
+            "250 2.1.5 Recipient OK",
+            Some("550 5.4.1 Relay Access Denied"),
             "unexpected_reply",
         );
     }

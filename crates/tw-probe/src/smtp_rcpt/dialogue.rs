@@ -30,6 +30,12 @@ const MAX_LINE: usize = 2_048;
 const MAX_REPLY_LINES: usize = 64;
 /// Longest line kept in the transcript.
 const MAX_TRANSCRIPT_LINE: usize = 512;
+/// Most transcript lines kept per session: evidence of a hostile server stays small.
+const MAX_TRANSCRIPT_LINES: usize = 200;
+/// Longest reply text kept in a `Reply` (and so in RCPT evidence and summaries).
+const MAX_REPLY_TEXT: usize = 1_024;
+/// How long RSET and QUIT may take once every verdict is in.
+const CLOSING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why the dialogue stopped early: the verdict for every address not yet answered.
 #[derive(Debug, Clone)]
@@ -70,15 +76,14 @@ impl SessionLog {
         self.push(Direction::Note, line.into());
     }
 
-    fn push(&mut self, direction: Direction, mut line: String) {
-        if line.len() > MAX_TRANSCRIPT_LINE {
-            let mut cut = MAX_TRANSCRIPT_LINE;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-            line.push('…');
+    fn push(&mut self, mut direction: Direction, mut line: String) {
+        if self.transcript.len() >= MAX_TRANSCRIPT_LINES {
+            return;
         }
+        if self.transcript.len() + 1 == MAX_TRANSCRIPT_LINES {
+            (direction, line) = (Direction::Note, "transcript truncated".to_owned());
+        }
+        truncate_at_char(&mut line, MAX_TRANSCRIPT_LINE);
         let at_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.transcript.push(TranscriptLine {
             at_ms,
@@ -139,14 +144,14 @@ async fn read_line_limited<R: AsyncBufRead + Unpin>(
         };
         out.extend_from_slice(&available[..take]);
         reader.consume(take);
-        if done {
-            return Ok(out.len());
-        }
         if out.len() > MAX_LINE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "reply line too long",
             ));
+        }
+        if done {
+            return Ok(out.len());
         }
     }
 }
@@ -183,6 +188,18 @@ impl<'a> Dialogue<'a> {
             self.starttls().await?;
             self.command(&ehlo.to_string(), "EHLO after STARTTLS")
                 .await?;
+        } else if crate::dns::is_exchange_online_host(self.mx_host) {
+            // Exchange Online always offers STARTTLS. Its absence means something between
+            // us and the MX stripped it, and plaintext replies from there could be forged
+            // in either direction: refuse to judge on them.
+            let error = format!("{} did not offer STARTTLS, which Exchange Online always does: the session may be intercepted", self.mx_host);
+            self.log.note(error.clone());
+            self.log.tls = Some(TlsEvidence {
+                established: false,
+                protocol: None,
+                error: Some("STARTTLS not offered".to_owned()),
+            });
+            return Err(Stop::new(Reason::TlsFailed, error));
         } else {
             self.log
                 .note("STARTTLS not offered; continuing without TLS");
@@ -219,10 +236,14 @@ impl<'a> Dialogue<'a> {
             }
         }
 
-        // Best effort: the verdicts are in; a server that drops us now changes nothing.
-        if self.exchange(&RsetCommand.to_string()).await.is_ok() {
-            let _ = self.exchange(&QuitCommand.to_string()).await;
-        }
+        // Best effort and briefly: the verdicts are in, and a server that stalls or drops us
+        // now changes nothing but must not hold the session's permits until the deadline.
+        let closing = async {
+            if self.exchange(&RsetCommand.to_string()).await.is_ok() {
+                let _ = self.exchange(&QuitCommand.to_string()).await;
+            }
+        };
+        let _ = tokio::time::timeout(CLOSING_WAIT, closing).await;
         Ok(())
     }
 
@@ -408,11 +429,26 @@ pub fn parse_reply(raw: &str) -> Option<Reply> {
         .map(|line| line.trim())
         .collect::<Vec<_>>()
         .join(" ");
+    let mut text = text;
+    truncate_at_char(&mut text, MAX_REPLY_TEXT);
     Some(Reply {
         code,
         enhanced,
         text,
     })
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut with `…`.
+fn truncate_at_char(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push('…');
 }
 
 fn offers_starttls(ehlo: &Reply) -> bool {

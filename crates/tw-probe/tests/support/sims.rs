@@ -8,7 +8,6 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use tempfile::NamedTempFile;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -33,6 +32,8 @@ pub(crate) enum Cert {
     Trusted,
     /// Self-signed; no CA the probe knows vouches for it.
     Untrusted,
+    /// STARTTLS not offered at all (stripped, or a server without TLS).
+    NoStartTls,
 }
 
 /// Both simulators and the CA file, alive until dropped (the drop guard stops the sims).
@@ -54,15 +55,16 @@ impl Sims {
     pub(crate) async fn start_with(cert: Cert) -> Sims {
         let ca = TestCa::generate().expect("test CA");
         let tls = match cert {
-            Cert::Trusted => ca.server_config(&[EOP_CERT_NAME]),
-            Cert::Untrusted => untrusted_server_config(&[EOP_CERT_NAME]),
+            Cert::Trusted => Some(ca.server_config(&[EOP_CERT_NAME])),
+            Cert::Untrusted => Some(untrusted_server_config(&[EOP_CERT_NAME])),
+            Cert::NoStartTls => None,
         }
-        .expect("server TLS config");
+        .map(|config| config.expect("server TLS config"));
         let shutdown = CancellationToken::new();
         let smtp = SmtpSim::start(
             SmtpSimConfig {
                 banner_host: BANNER.to_owned(),
-                tls: Some(Arc::clone(&tls)),
+                tls,
                 accept_all: false,
             },
             shutdown.clone(),
