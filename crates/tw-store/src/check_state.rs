@@ -81,10 +81,17 @@ struct CheckStateRow {
 
 const SELECT_ALL: &str = "SELECT id, tenant, check_kind, target, status, reason, summary, \
      since, last_run, consecutive, last_stored_at \
-     FROM check_state ORDER BY tenant, check_kind, target";
+     FROM check_state";
 
+const SELECT_VERDICTS: &str = "SELECT id, tenant, check_kind, target, status, reason, summary, \
+     since, last_run, consecutive, last_stored_at \
+     FROM check_state WHERE reason <> ?1 ORDER BY tenant, check_kind, target";
+
+/// Every key with a verdict. Placeholder rows (keys seen only through shutdown observations,
+/// see `record::is_placeholder`) have none, so they are left out.
 pub(crate) async fn list(pool: &SqlitePool) -> Result<Vec<CheckState>, StoreError> {
-    let rows = sqlx::query_as::<_, CheckStateRow>(SELECT_ALL)
+    let rows = sqlx::query_as::<_, CheckStateRow>(SELECT_VERDICTS)
+        .bind(Reason::Shutdown.as_str())
         .fetch_all(pool)
         .await
         .map_err(StoreError::from_sqlx)?;
@@ -105,7 +112,8 @@ pub(crate) async fn list(pool: &SqlitePool) -> Result<Vec<CheckState>, StoreErro
         .collect()
 }
 
-/// Reads every key's last state, for the recorder's cache.
+/// Reads every key's last state, placeholders included (their ids are needed), for the
+/// recorder's cache.
 pub(crate) async fn load_cache(pool: &SqlitePool) -> Result<StateCache, StoreError> {
     let rows = sqlx::query_as::<_, CheckStateRow>(SELECT_ALL)
         .fetch_all(pool)
@@ -181,8 +189,9 @@ pub(crate) async fn insert_many(
 /// A key's state after one observation, as written to its check_state row.
 pub(crate) struct StateUpdate<'a> {
     pub(crate) next: LastState,
-    pub(crate) summary: &'a str,
-    pub(crate) last_run: Timestamp,
+    /// `None` keeps the row's summary and last_run (a shutdown is not a run).
+    pub(crate) summary: Option<&'a str>,
+    pub(crate) last_run: Option<Timestamp>,
     /// The id of the stored observation that started a new state; `None` keeps the old one.
     pub(crate) change_id: Option<i64>,
 }
@@ -205,14 +214,16 @@ pub(crate) async fn update_many(
             .push_bind(update.next.reason.as_str())
             .push_bind(update.summary)
             .push_bind(update.next.since.as_millis())
-            .push_bind(update.last_run.as_millis())
+            .push_bind(update.last_run.map(Timestamp::as_millis))
             .push_bind(i64::from(update.next.consecutive))
             .push_bind(update.next.last_stored_at.as_millis())
             .push_bind(update.change_id);
     });
     builder.push(
-        ") UPDATE check_state SET status = v.status, reason = v.reason, summary = v.summary, \
-         since = v.since, last_run = v.last_run, consecutive = v.consecutive, \
+        ") UPDATE check_state SET status = v.status, reason = v.reason, \
+         summary = COALESCE(v.summary, check_state.summary), \
+         since = v.since, last_run = COALESCE(v.last_run, check_state.last_run), \
+         consecutive = v.consecutive, \
          last_stored_at = v.last_stored_at, \
          change_id = COALESCE(v.change_id, check_state.change_id) \
          FROM v WHERE check_state.id = v.id",

@@ -2,8 +2,9 @@
 //!
 //! The dns probe reports drift against the previous record set; keeping that set here (rather
 //! than only in memory) means a restart does not forget it and a change made while the daemon
-//! was down is still reported. `changed_at` moves only when the set differs, so it answers
-//! "since when do the records look like this".
+//! was down is still reported. A label whose lookup failed keeps its last known values, and
+//! `changed_at` moves only when the merged set differs, so it answers "since when do the
+//! records look like this".
 
 use std::collections::BTreeMap;
 
@@ -18,9 +19,10 @@ pub struct DnsSnapshot {
     pub domain: String,
     /// Record set by label, as in `DnsEvidence::records`.
     pub records: BTreeMap<String, Vec<String>>,
-    /// When this set was last seen.
+    /// When a lookup of this domain last answered (some labels may have failed then and
+    /// kept their earlier values).
     pub seen_at: Timestamp,
-    /// When the set last differed from the one before it (first sight counts).
+    /// When the merged set last differed from the one before it (first sight counts).
     pub changed_at: Timestamp,
 }
 
@@ -40,11 +42,19 @@ pub(crate) struct SeenRecords<'a> {
     pub(crate) seen_at: Timestamp,
 }
 
-/// Records each set as its tenant's latest for its domain. The JSON of a `BTreeMap` has its
-/// keys in order, so equal sets have equal text and the comparison can stay in SQL, with no
-/// read before the write. (In an UPDATE, SQLite evaluates every right-hand side against the
-/// old row, so `records` in the CASE is the previous set; rows naming the same domain twice
-/// are applied one after the other.)
+/// Merges each set into its tenant's snapshot for its domain. A label whose lookup failed is
+/// absent from `DnsEvidence::records` (a label that has no records is present, empty), so the
+/// stored set is the previous one with the new labels laid over it: `json_patch` (RFC 7396)
+/// replaces the value of every label present, arrays whole, and keeps the others. A failed
+/// lookup therefore neither drops a label from the snapshot nor moves `changed_at`, and drift
+/// for it is still measured after a restart.
+///
+/// `changed_at` moves only when the merged set differs from the stored one. Both sides of that
+/// comparison are SQLite's rendering of the same object with its labels in the same order
+/// (`json_patch` keeps the target's order and appends new labels), so equal sets have equal
+/// text and the comparison stays in SQL, with no read before the write. (In an UPDATE, SQLite
+/// evaluates every right-hand side against the old row, so `records` in the CASE is the
+/// previous set; rows naming the same domain twice are applied one after the other.)
 pub(crate) async fn upsert_many(
     conn: &mut SqliteConnection,
     seen: &[SeenRecords<'_>],
@@ -72,9 +82,9 @@ pub(crate) async fn upsert_many(
     });
     builder.push(
         " ON CONFLICT (tenant, domain) DO UPDATE SET \
-             changed_at = CASE WHEN records = excluded.records THEN changed_at \
-                               ELSE excluded.seen_at END, \
-             records = excluded.records, \
+             changed_at = CASE WHEN json_patch(records, excluded.records) = json(records) \
+                               THEN changed_at ELSE excluded.seen_at END, \
+             records = json_patch(records, excluded.records), \
              seen_at = excluded.seen_at",
     );
     builder

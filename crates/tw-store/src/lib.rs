@@ -84,7 +84,9 @@ impl Store {
     /// Writes a batch in one transaction: the check state of every key, the observations
     /// worth keeping (state changes, every non-ok, and an ok once per
     /// `policy.ok_sample_interval`), and the DNS snapshot of every DNS observation that has
-    /// records. Observations of the same key are applied in batch order.
+    /// records (merged label by label into the stored one). Observations of the same key are
+    /// applied in batch order. A `Reason::Shutdown` observation is stored but changes no
+    /// key's state.
     pub async fn record(
         &self,
         batch: &[Observation],
@@ -93,7 +95,8 @@ impl Store {
         record::record(&self.inner.pool, &self.inner.writer, batch, policy).await
     }
 
-    /// Every key's latest state, ordered by tenant, check and target.
+    /// Every key's latest state, ordered by tenant, check and target. A key seen only through
+    /// `Reason::Shutdown` observations has no state yet and is not listed.
     pub async fn check_states(&self) -> Result<Vec<CheckState>, StoreError> {
         check_state::list(&self.inner.pool).await
     }

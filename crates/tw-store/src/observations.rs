@@ -28,7 +28,8 @@ pub struct StoredObservation {
     pub reason: Reason,
     pub summary: String,
     /// True for the first observation of a key and for one whose status or reason differed
-    /// from the run before it.
+    /// from the run before it. Never for a `Reason::Shutdown` observation, which changes no
+    /// state; after only those, a key's first real observation counts as its first.
     pub state_change: bool,
     pub evidence: Evidence,
 }

@@ -6,6 +6,14 @@
 //! written from), while a run of identical ok verdicts is kept once per
 //! `ok_sample_interval`, which is what keeps 10,000 tenants' history small.
 //!
+//! A [`Reason::Shutdown`] observation (the daemon stopped before the probe finished) says
+//! nothing about the target: it is kept in history but never moves a key's state, so a restart
+//! does not reset `since` and `consecutive` or turn a critical target unknown. A key first seen
+//! through one still needs a check_state row for the observation to refer to; that row keeps
+//! reason `shutdown`, which no real verdict can leave behind, and is read as "no state yet":
+//! it is left out of `Store::check_states` and the key's next real observation is its first
+//! sight. See [`is_placeholder`].
+//!
 //! The previous state comes from the in-memory cache (see `check_state.rs`), never from a
 //! SELECT per row, and the writes go out as a few multi-row statements per chunk of the batch
 //! rather than a few statements per observation. The cache is changed only after the commit succeeds; while a batch is being
@@ -53,11 +61,26 @@ struct Step {
     since: Timestamp,
     consecutive: u32,
     last_stored_at: Timestamp,
+    /// Whether the observation was a real run, whose summary and start become the row's
+    /// `summary` and `last_run`; a shutdown leaves both as they were.
+    ran: bool,
+}
+
+/// Whether `state` is the row of a key seen only through shutdown observations: it has no
+/// verdict yet. Shutdowns never change an existing state (see [`decide`]), so a check_state
+/// row can only hold reason `shutdown` if no real observation ever reached it.
+pub(crate) fn is_placeholder(state: &LastState) -> bool {
+    state.reason == Reason::Shutdown
 }
 
 /// Decides what `observation` does to a key whose last state is `previous`.
 fn decide(previous: Option<&LastState>, observation: &Observation, policy: RecordPolicy) -> Step {
     let started_at = observation.started_at;
+    if observation.reason == Reason::Shutdown {
+        return shutdown_step(previous, started_at);
+    }
+    // A placeholder is no state: this real observation is the key's first sight.
+    let previous = previous.filter(|previous| !is_placeholder(previous));
     let new_state = Step {
         state_change: true,
         store: true,
@@ -66,6 +89,7 @@ fn decide(previous: Option<&LastState>, observation: &Observation, policy: Recor
         since: started_at,
         consecutive: 1,
         last_stored_at: started_at,
+        ran: true,
     };
     let Some(previous) = previous else {
         return new_state;
@@ -87,6 +111,39 @@ fn decide(previous: Option<&LastState>, observation: &Observation, policy: Recor
             started_at
         } else {
             previous.last_stored_at
+        },
+        ran: true,
+    }
+}
+
+/// A shutdown observation is always stored (it is the record of why a run has no verdict) but
+/// is never a state change, and leaves the key's state (or placeholder) exactly as it was,
+/// `last_stored_at` included: counting it as a stored sample would let a daemon restarting more often than
+/// `ok_sample_interval` crowd every ok sample out of a healthy key's history.
+///
+/// Without a previous state the key gets a placeholder (reason `shutdown`), which
+/// [`is_placeholder`] recognises and the next real observation replaces as a first sight.
+fn shutdown_step(previous: Option<&LastState>, started_at: Timestamp) -> Step {
+    match previous {
+        Some(previous) => Step {
+            state_change: false,
+            store: true,
+            status: previous.status,
+            reason: previous.reason,
+            since: previous.since,
+            consecutive: previous.consecutive,
+            last_stored_at: previous.last_stored_at,
+            ran: false,
+        },
+        None => Step {
+            state_change: false,
+            store: true,
+            status: Reason::Shutdown.status(),
+            reason: Reason::Shutdown,
+            since: started_at,
+            consecutive: 1,
+            last_stored_at: started_at,
+            ran: false,
         },
     }
 }
@@ -255,7 +312,8 @@ async fn stage_chunk(
         .observations
         .iter()
         .zip(&steps)
-        .map(|(observation, (id, step))| StateUpdate {
+        .zip(&previous)
+        .map(|((observation, (id, step)), previous)| StateUpdate {
             next: LastState {
                 id: *id,
                 status: step.status,
@@ -264,10 +322,12 @@ async fn stage_chunk(
                 consecutive: step.consecutive,
                 last_stored_at: step.last_stored_at,
             },
-            summary: &observation.summary,
-            last_run: observation.started_at,
-            // A state change is always stored (see `decide`), so it always has an id here.
-            change_id: if step.state_change {
+            summary: step.ran.then_some(observation.summary.as_str()),
+            last_run: step.ran.then_some(observation.started_at),
+            // A state change and a first sight are always stored (see `decide`), so they
+            // always have an id here. A key first seen through a shutdown points at that
+            // observation, so change_id is never left NULL after the commit.
+            change_id: if step.state_change || previous.is_none() {
                 stored_ids.get(id).copied()
             } else {
                 None

@@ -471,6 +471,281 @@ async fn dns_snapshot_is_upserted_and_changed_at_moves_only_when_records_differ(
 }
 
 #[tokio::test]
+async fn a_shutdown_is_stored_as_history_but_leaves_since_and_consecutive_alone() {
+    let fx = fresh().await;
+    let at = |i: i64| T0 + i * 5 * MINUTE;
+    let ok = |i| rcpt("contoso", ADMIN, Reason::RecipientAccepted, at(i));
+    let shutdown = rcpt("contoso", ADMIN, Reason::Shutdown, at(2));
+
+    assert_eq!(
+        fx.store.record(&[ok(0)], POLICY).await.unwrap(),
+        outcome(1, 0, 1)
+    );
+    assert_eq!(
+        fx.store.record(&[ok(1)], POLICY).await.unwrap(),
+        outcome(0, 1, 0)
+    );
+    let before = state_of(&fx.store, ADMIN).await;
+    assert_eq!(
+        fx.store.record(&[shutdown], POLICY).await.unwrap(),
+        outcome(1, 0, 0)
+    );
+    // Not a run: summary and last_run still describe the last real one.
+    assert_eq!(state_of(&fx.store, ADMIN).await, before);
+
+    // The daemon restarts: the state comes back from disk, not from the cache.
+    fx.store.close().await;
+    let store = Store::open(&fx.path).await.unwrap();
+    assert_eq!(
+        store.record(&[ok(3)], POLICY).await.unwrap(),
+        outcome(0, 1, 0)
+    );
+    let state = state_of(&store, ADMIN).await;
+    assert_eq!(
+        (
+            state.status,
+            state.reason,
+            state.since,
+            state.last_run,
+            state.consecutive
+        ),
+        (
+            Status::Ok,
+            Reason::RecipientAccepted,
+            Timestamp(at(0)),
+            Timestamp(at(3)),
+            3
+        ),
+        "the shutdown is not counted as a run"
+    );
+    // One state change only; the shutdown is kept as a plain row. It does not count as an ok
+    // sample either, so the sampling interval still runs from T0.
+    assert_eq!(
+        history(&store, ADMIN).await,
+        [
+            (at(0), Reason::RecipientAccepted, true),
+            (at(2), Reason::Shutdown, false),
+        ]
+    );
+    assert_eq!(
+        store.record(&[ok(12)], POLICY).await.unwrap(),
+        outcome(1, 0, 0)
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_shutdown_keeps_a_critical_target_critical() {
+    let fx = fresh().await;
+    let critical = |at| rcpt("contoso", ADMIN, Reason::RecipientNotFound, at);
+    fx.store
+        .record(&[critical(T0), critical(T0 + 5 * MINUTE)], POLICY)
+        .await
+        .unwrap();
+    let before = state_of(&fx.store, ADMIN).await;
+    assert_eq!(
+        fx.store
+            .record(
+                &[rcpt("contoso", ADMIN, Reason::Shutdown, T0 + 10 * MINUTE)],
+                POLICY
+            )
+            .await
+            .unwrap(),
+        outcome(1, 0, 0)
+    );
+    let after = state_of(&fx.store, ADMIN).await;
+    assert_eq!(after, before);
+    assert_eq!(
+        (after.status, after.since, after.consecutive),
+        (Status::Critical, Timestamp(T0), 2)
+    );
+
+    // Confirmation carries on across the restart.
+    assert_eq!(
+        fx.store
+            .record(&[critical(T0 + 15 * MINUTE)], POLICY)
+            .await
+            .unwrap(),
+        outcome(1, 0, 0)
+    );
+    let state = state_of(&fx.store, ADMIN).await;
+    assert_eq!(
+        (state.status, state.since, state.consecutive),
+        (Status::Critical, Timestamp(T0), 3)
+    );
+}
+
+#[tokio::test]
+async fn a_key_seen_only_through_shutdowns_has_no_state_until_its_first_real_run() {
+    let fx = fresh().await;
+    let shutdown = |at| rcpt("contoso", ADMIN, Reason::Shutdown, at);
+    assert_eq!(
+        fx.store.record(&[shutdown(T0)], POLICY).await.unwrap(),
+        outcome(1, 0, 0)
+    );
+    assert!(fx.store.check_states().await.unwrap().is_empty());
+    assert_eq!(
+        history(&fx.store, ADMIN).await,
+        [(T0, Reason::Shutdown, false)]
+    );
+    // The placeholder row the history refers to points at that observation: no check_state
+    // row is left with a NULL change_id after a commit.
+    let mut conn = raw(&fx.path).await;
+    let null_change_ids: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM check_state WHERE change_id IS NULL")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(null_change_ids, 0);
+    conn.close().await.unwrap();
+
+    fx.store.close().await;
+    let store = Store::open(&fx.path).await.unwrap();
+    assert_eq!(
+        store
+            .record(&[shutdown(T0 + 5 * MINUTE)], POLICY)
+            .await
+            .unwrap(),
+        outcome(1, 0, 0)
+    );
+    assert!(store.check_states().await.unwrap().is_empty());
+
+    let first = rcpt(
+        "contoso",
+        ADMIN,
+        Reason::RecipientNotFound,
+        T0 + 10 * MINUTE,
+    );
+    assert_eq!(
+        store
+            .record(std::slice::from_ref(&first), POLICY)
+            .await
+            .unwrap(),
+        outcome(1, 0, 1)
+    );
+    assert_eq!(
+        store.check_states().await.unwrap(),
+        [CheckState {
+            tenant: "contoso".to_owned(),
+            check: CheckKind::SmtpRcpt,
+            target: ADMIN.to_owned(),
+            status: Status::Critical,
+            reason: Reason::RecipientNotFound,
+            summary: first.summary.clone(),
+            since: first.started_at,
+            last_run: first.started_at,
+            consecutive: 1,
+        }]
+    );
+    assert_eq!(
+        history(&store, ADMIN).await,
+        [
+            (T0, Reason::Shutdown, false),
+            (T0 + 5 * MINUTE, Reason::Shutdown, false),
+            (T0 + 10 * MINUTE, Reason::RecipientNotFound, true),
+        ]
+    );
+    // The current state's evidence is its first real observation, which prune keeps.
+    assert_eq!(store.prune(Timestamp(T0 + HOUR)).await.unwrap(), 2);
+    assert_eq!(
+        history(&store, ADMIN).await,
+        [(T0 + 10 * MINUTE, Reason::RecipientNotFound, true)]
+    );
+    store.close().await;
+}
+
+fn snapshot_of(records: &[(&str, &[&str])], seen: i64, changed: i64) -> DnsSnapshot {
+    DnsSnapshot {
+        tenant: "contoso".to_owned(),
+        domain: "contoso.com".to_owned(),
+        records: records
+            .iter()
+            .map(|(label, values)| {
+                let values = values.iter().map(|value| (*value).to_owned()).collect();
+                ((*label).to_owned(), values)
+            })
+            .collect(),
+        seen_at: Timestamp(seen),
+        changed_at: Timestamp(changed),
+    }
+}
+
+#[tokio::test]
+async fn a_failed_dns_lookup_keeps_its_label_and_changed_at_in_the_snapshot() {
+    let fx = fresh().await;
+    let mx: &[&str] = &["0 contoso-com.mail.protection.outlook.com."];
+    let dmarc_x: &[&str] = &["v=DMARC1; p=reject"];
+    let dmarc_y: &[&str] = &["v=DMARC1; p=none"];
+    let spf: &[&str] = &["v=spf1 include:spf.protection.outlook.com -all"];
+    let at = |i: i64| T0 + i * 5 * MINUTE;
+    let seen = |records: &[(&str, &[&str])], i: i64| {
+        dns("contoso.com", records, Reason::DnsRecordsOk, at(i))
+    };
+
+    fx.store
+        .record(&[seen(&[("mx", mx), ("dmarc", dmarc_x)], 0)], POLICY)
+        .await
+        .unwrap();
+    // The dmarc lookup failed, so the label is absent: its last value is kept, nothing changed.
+    fx.store
+        .record(&[seen(&[("mx", mx)], 1)], POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.store.dns_snapshots().await.unwrap(),
+        [snapshot_of(&[("mx", mx), ("dmarc", dmarc_x)], at(1), at(0))]
+    );
+
+    // After a restart the kept value is still there to measure drift against.
+    fx.store.close().await;
+    let store = Store::open(&fx.path).await.unwrap();
+    store
+        .record(&[seen(&[("mx", mx), ("dmarc", dmarc_y)], 2)], POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.dns_snapshots().await.unwrap(),
+        [snapshot_of(&[("mx", mx), ("dmarc", dmarc_y)], at(2), at(2))]
+    );
+
+    // A label seen for the first time is a change; seeing the same labels again (in whatever
+    // order they were merged) is not, even with other lookups failing.
+    store
+        .record(&[seen(&[("spf", spf)], 3)], POLICY)
+        .await
+        .unwrap();
+    let all = [("mx", mx), ("dmarc", dmarc_y), ("spf", spf)];
+    assert_eq!(
+        store.dns_snapshots().await.unwrap(),
+        [snapshot_of(&all, at(3), at(3))]
+    );
+    store.record(&[seen(&all, 4)], POLICY).await.unwrap();
+    store
+        .record(&[seen(&[("dmarc", dmarc_y)], 5)], POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.dns_snapshots().await.unwrap(),
+        [snapshot_of(&all, at(5), at(3))]
+    );
+
+    // A label that answered with no records is present and empty, which is a change.
+    store
+        .record(&[seen(&[("mx", mx), ("dmarc", &[])], 6)], POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.dns_snapshots().await.unwrap(),
+        [snapshot_of(
+            &[("mx", mx), ("dmarc", &[]), ("spf", spf)],
+            at(6),
+            at(6)
+        )]
+    );
+    store.close().await;
+}
+
+#[tokio::test]
 async fn evidence_and_timings_round_trip_through_the_database() {
     let fx = fresh().await;
     let mut observation = rcpt("contoso", ADMIN, Reason::RecipientNotFound, T0);

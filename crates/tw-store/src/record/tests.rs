@@ -55,6 +55,7 @@ fn check(
             since: Timestamp(since),
             consecutive,
             last_stored_at: Timestamp(last_stored_at),
+            ran: true,
         },
         "previous {previous:?}, now {now:?}"
     );
@@ -117,6 +118,73 @@ fn decide_stores_changes_and_problems_and_samples_repeated_ok() {
         (Timeout, 200),
         (false, true, 100, u32::MAX, 200),
     );
+}
+
+#[test]
+fn a_shutdown_is_stored_but_leaves_the_state_alone() {
+    let policy = RecordPolicy {
+        ok_sample_interval: Duration::from_secs(3_600),
+    };
+    let critical = LastState {
+        id: 1,
+        status: Reason::RecipientNotFound.status(),
+        reason: Reason::RecipientNotFound,
+        since: Timestamp(100),
+        consecutive: 4,
+        last_stored_at: Timestamp(150),
+    };
+    let shutdown = observation(Reason::Shutdown, 100 + HOUR_MS);
+    assert_eq!(
+        decide(Some(&critical), &shutdown, policy),
+        Step {
+            state_change: false,
+            store: true,
+            status: critical.status,
+            reason: critical.reason,
+            since: critical.since,
+            consecutive: 4,
+            last_stored_at: Timestamp(150),
+            ran: false,
+        }
+    );
+
+    // Without a state, a shutdown leaves a placeholder, not a state change...
+    let placeholder = decide(None, &shutdown, policy);
+    assert_eq!(
+        placeholder,
+        Step {
+            state_change: false,
+            store: true,
+            status: Reason::Shutdown.status(),
+            reason: Reason::Shutdown,
+            since: shutdown.started_at,
+            consecutive: 1,
+            last_stored_at: shutdown.started_at,
+            ran: false,
+        }
+    );
+    let placeholder = LastState {
+        id: 1,
+        status: placeholder.status,
+        reason: placeholder.reason,
+        since: placeholder.since,
+        consecutive: placeholder.consecutive,
+        last_stored_at: placeholder.last_stored_at,
+    };
+    // ...which another shutdown leaves as it is...
+    let again = observation(Reason::Shutdown, 200 + HOUR_MS);
+    let kept = decide(Some(&placeholder), &again, policy);
+    assert_eq!(
+        (kept.state_change, kept.store, kept.reason, kept.since),
+        (false, true, Reason::Shutdown, shutdown.started_at)
+    );
+    // ...and the next real observation replaces as a first sight.
+    let real = observation(Reason::RecipientAccepted, 300 + HOUR_MS);
+    assert_eq!(
+        decide(Some(&placeholder), &real, policy),
+        decide(None, &real, policy)
+    );
+    assert!(decide(None, &real, policy).state_change);
 }
 
 #[test]
