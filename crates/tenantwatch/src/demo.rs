@@ -81,24 +81,23 @@ pub(crate) async fn run(
         humantime::format_duration(vanish_after)
     );
 
-    let vanish = {
-        let smtp = smtp.clone();
-        let sims = sims.clone();
-        async move {
-            tokio::select! {
-                _ = sims.cancelled() => {}
-                _ = tokio::time::sleep(vanish_after) => {
-                    smtp.set_recipient(VANISHING, RcptBehaviour::RejectUnknown);
-                    tracing::warn!(address = VANISHING, "Demo: the identity vanished from the simulated directory (RCPT now gets 550 5.4.1)");
-                }
+    let shutdown = crate::shutdown_signal()?;
+    let vanish = async {
+        tokio::select! {
+            _ = sims.cancelled() => {}
+            _ = tokio::time::sleep(vanish_after) => {
+                smtp.set_recipient(VANISHING, RcptBehaviour::RejectUnknown);
+                tracing::warn!(address = VANISHING, "Demo: the identity vanished from the simulated directory (RCPT now gets 550 5.4.1)");
             }
         }
     };
-    let vanish = tokio::spawn(vanish);
     let (_reload_tx, reloads) = mpsc::channel(1);
-    let result = app.run(crate::shutdown_signal(), reloads).await;
-    sims.cancel();
-    let _ = vanish.await;
+    let daemon = async {
+        let result = app.run(shutdown, reloads).await;
+        sims.cancel();
+        result
+    };
+    let (result, ()) = tokio::join!(daemon, vanish);
     result
 }
 
@@ -117,7 +116,7 @@ fn demo_config(
 listen = "{listen}"
 
 [store]
-path = "{db}"
+path = {db}
 
 [schedule]
 interval = "{interval}"
@@ -127,7 +126,7 @@ timeout = "5s"
 helo_name = "probe.msp.example"
 mail_from = "probe@msp.example"
 port = {smtp_port}
-extra_ca_file = "{ca}"
+extra_ca_file = {ca}
 
 [dns]
 nameservers = ["{dns}"]
@@ -144,8 +143,14 @@ name = "fabrikam"
 domain = "fabrikam.example"
 watch = ["it@fabrikam.example"]
 "#,
-        db = dir.join("tenantwatch.db").display(),
+        db = toml_string(&dir.join("tenantwatch.db")),
         smtp_port = smtp.port(),
-        ca = ca.display(),
+        ca = toml_string(ca),
     )
+}
+
+/// A path as a TOML basic string: JSON's escaping (quotes, backslashes, control characters
+/// as `\uXXXX`) is valid TOML.
+fn toml_string(path: &Path) -> String {
+    serde_json::to_string(&path.display().to_string()).unwrap_or_else(|_| "\"\"".to_owned())
 }

@@ -128,29 +128,29 @@ async fn migrate(config: &config::Config) -> anyhow::Result<()> {
 }
 
 async fn run(config: config::Config, path: &Path) -> anyhow::Result<()> {
-    let app = app::App::build(config, Some(path.to_owned())).await?;
+    // Signal handlers first: a SIGTERM or SIGHUP that arrives while the database migrates
+    // must be seen, not take the process down with the default action.
+    let shutdown = shutdown_signal()?;
     let reloads = forward_sighup()?;
-    app.run(shutdown_signal(), reloads).await
+    let app = app::App::build(config, Some(path.to_owned())).await?;
+    app.run(shutdown, reloads).await
 }
 
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT. The handlers are installed now, not on first poll.
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-            }
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-        Err(err) => {
-            tracing::warn!(error = %err, "Cannot listen for SIGTERM; only SIGINT stops the daemon");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }
 
-/// Turns each SIGHUP into a reload request.
+/// Turns each SIGHUP into a reload request. The forwarding task holds no state and lives as
+/// long as the process; it ends when the receiver (the app) is gone.
 fn forward_sighup() -> anyhow::Result<mpsc::Receiver<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
@@ -158,8 +158,10 @@ fn forward_sighup() -> anyhow::Result<mpsc::Receiver<()>> {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP received: reloading the config");
-            // A reload already queued covers this one too.
-            let _ = tx.try_send(());
+            // A reload already queued covers this one too; a closed channel ends the task.
+            if let Err(mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+                return;
+            }
         }
     });
     Ok(rx)

@@ -84,12 +84,14 @@ impl Recorder {
         }
 
         // The channel is closed: one last bounded effort for whatever is still pending.
+        // Each attempt is cut at the deadline too (a locked database would otherwise hold one
+        // attempt for the whole busy timeout); `Store::record` is cancel-safe.
         let deadline = Instant::now() + FINAL_WRITE_BUDGET;
         while !pending.is_empty() && Instant::now() < deadline {
-            if self.write(&mut pending, 0).await {
-                break;
+            match tokio::time::timeout_at(deadline, self.write(&mut pending, 0)).await {
+                Ok(true) | Err(_) => break,
+                Ok(false) => tokio::time::sleep(RETRY_MIN).await,
             }
-            tokio::time::sleep(RETRY_MIN).await;
         }
         if !pending.is_empty() {
             tracing::error!(

@@ -8,5 +8,5 @@ mod metrics;
 mod router;
 
 pub use health::Health;
-pub use metrics::{Metrics, StoreResult};
+pub use metrics::{Metrics, StoreResult, TargetKey};
 pub use router::{router, serve, ServerState};

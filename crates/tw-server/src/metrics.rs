@@ -47,11 +47,16 @@ pub struct Metrics {
     last_store_success: Gauge,
     /// Last (status, reason) per target label set: moves `since` only on a change, and
     /// lists the series to remove when a target leaves the config.
-    targets: Mutex<HashMap<TargetKey, (Status, Reason)>>,
+    /// The configured targets and the last verdict of each (`None` until first observed).
+    /// Only these get per-target series: a run of a target removed by a reload that lands
+    /// after the reload must not bring its series back.
+    targets: Mutex<HashMap<TargetKey, Option<(Status, Reason)>>>,
+    /// Makes the read-then-add of `set_scheduler` atomic across concurrent scrapes.
+    scheduler_sync: Mutex<()>,
 }
 
 /// (tenant, check, target) label values.
-type TargetKey = (String, String, String);
+pub type TargetKey = (String, String, String);
 
 /// Building the families cannot fail for these fixed names and label sets (the prometheus
 /// crate rejects only invalid names and duplicate registration); any error is our own bug
@@ -219,6 +224,7 @@ impl Metrics {
             config_reloads,
             last_store_success,
             targets: Mutex::new(HashMap::new()),
+            scheduler_sync: Mutex::new(()),
         })
     }
 
@@ -229,20 +235,6 @@ impl Metrics {
         let check = observation.check.as_str();
         let target = observation.target.as_str();
         let labels = [tenant, check, target];
-        self.check_status
-            .with_label_values(&labels)
-            .set(i64::from(observation.status.code()));
-        self.check_last_run
-            .with_label_values(&labels)
-            .set(observation.started_at.as_secs_f64());
-        let key = (tenant.to_owned(), check.to_owned(), target.to_owned());
-        let state = (observation.status, observation.reason);
-        let changed = self.targets.lock().insert(key, state) != Some(state);
-        if changed {
-            self.check_since
-                .with_label_values(&labels)
-                .set(observation.started_at.as_secs_f64());
-        }
         self.probe_duration
             .with_label_values(&[check])
             .observe(observation.elapsed.as_secs_f64());
@@ -256,6 +248,24 @@ impl Metrics {
         self.lateness
             .with_label_values(&[check])
             .observe(observation.lateness().as_secs_f64());
+
+        let key = (tenant.to_owned(), check.to_owned(), target.to_owned());
+        let state = (observation.status, observation.reason);
+        let changed = match self.targets.lock().get_mut(&key) {
+            Some(last) => last.replace(state) != Some(state),
+            None => return false,
+        };
+        self.check_status
+            .with_label_values(&labels)
+            .set(i64::from(observation.status.code()));
+        self.check_last_run
+            .with_label_values(&labels)
+            .set(observation.started_at.as_secs_f64());
+        if changed {
+            self.check_since
+                .with_label_values(&labels)
+                .set(observation.started_at.as_secs_f64());
+        }
 
         if let Evidence::SmtpRcpt(evidence) = &observation.evidence {
             let code = evidence
@@ -286,6 +296,7 @@ impl Metrics {
 
     /// Mirrors the scheduler's own counters (read at scrape time).
     pub fn set_scheduler(&self, jobs: u64, started: u64, skipped: u64) {
+        let _sync = self.scheduler_sync.lock();
         self.scheduler_jobs
             .set(i64::try_from(jobs).unwrap_or(i64::MAX));
         // Counters only move forward; the scheduler's atomics are monotonic too.
@@ -301,13 +312,17 @@ impl Metrics {
             .inc();
     }
 
-    /// Removes per-target series for targets no longer configured (after a reload), so a
-    /// removed tenant does not stay "critical" on dashboards forever.
-    pub fn retain_targets(&self, keep: impl Fn(&str, &str, &str) -> bool) {
-        self.targets.lock().retain(|(tenant, check, target), _| {
-            if keep(tenant, check, target) {
+    /// Sets the configured targets (at start and on every reload). Series of targets no
+    /// longer configured are removed, so a removed tenant does not stay "critical" on
+    /// dashboards forever; observations of unknown targets feed only the per-check families.
+    pub fn set_targets(&self, configured: impl IntoIterator<Item = TargetKey>) {
+        let configured: std::collections::HashSet<TargetKey> = configured.into_iter().collect();
+        let mut targets = self.targets.lock();
+        targets.retain(|key, _| {
+            if configured.contains(key) {
                 return true;
             }
+            let (tenant, check, target) = key;
             let labels = [tenant.as_str(), check.as_str(), target.as_str()];
             let _ = self.check_status.remove_label_values(&labels);
             let _ = self.check_last_run.remove_label_values(&labels);
@@ -317,6 +332,9 @@ impl Metrics {
                 .remove_label_values(&[tenant.as_str(), target.as_str()]);
             false
         });
+        for key in configured {
+            targets.entry(key).or_insert(None);
+        }
     }
 
     /// The text exposition format.

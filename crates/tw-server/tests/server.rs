@@ -1,0 +1,145 @@
+//! The router driven in-process: what a scraper sees on /metrics, /healthz and /readyz.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use tower::ServiceExt;
+use tw_core::{
+    CheckKind, Evidence, Observation, RcptVerdict, Reason, SmtpEvidence, TenantName, Timestamp,
+};
+use tw_server::{router, Health, Metrics, ServerState};
+
+fn observation(target: &str, reason: Reason, code: u16) -> Observation {
+    Observation {
+        tenant: TenantName::parse("contoso").unwrap(),
+        check: CheckKind::SmtpRcpt,
+        target: target.to_owned(),
+        scheduled_for: Timestamp(1_795_000_000_000),
+        started_at: Timestamp(1_795_000_000_250),
+        elapsed: Duration::from_millis(120),
+        status: reason.status(),
+        reason,
+        summary: String::new(),
+        evidence: Evidence::SmtpRcpt(SmtpEvidence {
+            rcpt: vec![RcptVerdict {
+                address: target.to_owned(),
+                control: false,
+                code: Some(code),
+                enhanced: None,
+                text: String::new(),
+            }],
+            ..SmtpEvidence::default()
+        }),
+    }
+}
+
+fn key(target: &str) -> (String, String, String) {
+    ("contoso".into(), "smtp_rcpt".into(), target.into())
+}
+
+async fn get(state: &ServerState, path: &str) -> (StatusCode, String) {
+    let response = router(state.clone())
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+fn state() -> ServerState {
+    ServerState {
+        metrics: Arc::new(Metrics::new("0.0.0-test").unwrap()),
+        health: Arc::new(Health::default()),
+        before_scrape: None,
+    }
+}
+
+#[tokio::test]
+async fn metrics_show_configured_targets_and_drop_removed_ones() {
+    let state = state();
+    state
+        .metrics
+        .set_targets([key("admin@contoso.example"), key("it@contoso.example")]);
+    assert!(state.metrics.observe(&observation(
+        "admin@contoso.example",
+        Reason::RecipientAccepted,
+        250
+    )));
+    assert!(!state.metrics.observe(&observation(
+        "admin@contoso.example",
+        Reason::RecipientAccepted,
+        250
+    )));
+    assert!(state.metrics.observe(&observation(
+        "admin@contoso.example",
+        Reason::RecipientNotFound,
+        550
+    )));
+
+    let (status, body) = get(&state, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("tenantwatch_check_status{check=\"smtp_rcpt\",target=\"admin@contoso.example\",tenant=\"contoso\"} 2\n"), "{body}");
+    assert!(body.contains("tenantwatch_smtp_rcpt_reply_code{target=\"admin@contoso.example\",tenant=\"contoso\"} 550\n"));
+    assert!(body.contains("tenantwatch_probe_runs_total{check=\"smtp_rcpt\",reason=\"recipient_not_found\",status=\"critical\"} 1\n"));
+    assert!(body.contains("tenantwatch_probe_runs_total{check=\"dns\",reason=\"dns_records_ok\",status=\"ok\"} 0\n"), "run counters are pre-created");
+    assert!(body.contains("tenantwatch_build_info{version=\"0.0.0-test\"} 1\n"));
+
+    // A reload removes admin@: its series go, and a late run of it does not bring them back.
+    state.metrics.set_targets([key("it@contoso.example")]);
+    assert!(!state.metrics.observe(&observation(
+        "admin@contoso.example",
+        Reason::RecipientNotFound,
+        550
+    )));
+    let (_, body) = get(&state, "/metrics").await;
+    assert!(!body.contains("target=\"admin@contoso.example\""), "{body}");
+    assert!(body.contains("tenantwatch_probe_runs_total{check=\"smtp_rcpt\",reason=\"recipient_not_found\",status=\"critical\"} 2\n"));
+}
+
+#[tokio::test]
+async fn readyz_lists_every_reason_it_is_not_ready() {
+    let state = state();
+    assert_eq!(
+        get(&state, "/healthz").await,
+        (StatusCode::OK, "ok\n".into())
+    );
+    let (status, body) = get(&state, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body.contains("database migrations not applied yet")
+            && body.contains("scheduler not running yet"),
+        "{body}"
+    );
+
+    state.health.set_migrated();
+    state.health.set_scheduling();
+    assert_eq!(
+        get(&state, "/readyz").await,
+        (StatusCode::OK, "ready\n".into())
+    );
+
+    state
+        .health
+        .set_store_error(Some("database unavailable: database is locked".into()));
+    let (status, body) = get(&state, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body.contains("store not writable: database unavailable: database is locked"),
+        "{body}"
+    );
+
+    state.health.set_store_error(None);
+    state.health.set_stopping();
+    let (status, body) = get(&state, "/readyz").await;
+    assert_eq!(
+        (status, body.contains("shutting down")),
+        (StatusCode::SERVICE_UNAVAILABLE, true)
+    );
+}
