@@ -5,5 +5,6 @@
 
 mod cli;
 mod daemon;
+mod demo;
 mod postfix;
 mod support;

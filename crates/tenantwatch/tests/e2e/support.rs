@@ -113,9 +113,23 @@ impl TestDaemon {
             db_path.display()
         );
         std::fs::write(&config_path, config).unwrap();
+        let args = vec![
+            "run".into(),
+            "--config".into(),
+            config_path.clone().into_os_string(),
+        ];
+        TestDaemon::start(args, config_path, db_path).await
+    }
+
+    /// Starts `tenantwatch --log-format json ARGS…` and waits for its listen address.
+    pub(crate) async fn start(
+        args: Vec<std::ffi::OsString>,
+        config_path: PathBuf,
+        db_path: PathBuf,
+    ) -> TestDaemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tenantwatch"))
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(&config_path)
+            .args(["--log-format", "json"])
+            .args(&args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -135,7 +149,7 @@ impl TestDaemon {
             }
         });
         let addr = eventually(
-            Duration::from_secs(20),
+            Duration::from_secs(30),
             "the daemon to log its listen address",
             || {
                 let logs = logs.clone();
