@@ -7,6 +7,7 @@
 
 mod names;
 mod observation;
+mod secret;
 mod time;
 
 pub mod config;
@@ -16,4 +17,5 @@ pub use observation::{
     Direction, DnsEvidence, DnsFinding, Evidence, Observation, RcptVerdict, Reason, RecordSet,
     SmtpEvidence, Status, TlsEvidence, TranscriptLine, EVIDENCE_VERSION,
 };
+pub use secret::Secret;
 pub use time::Timestamp;
