@@ -14,6 +14,7 @@ mod dns_snapshots;
 mod error;
 mod meta;
 mod observations;
+mod outbox;
 mod pool;
 mod record;
 mod retention;
@@ -32,6 +33,10 @@ pub use crate::check_state::CheckState;
 pub use crate::dns_snapshots::DnsSnapshot;
 pub use crate::error::StoreError;
 pub use crate::observations::StoredObservation;
+pub use crate::outbox::{
+    AlertStateRow, AlertWrites, DeliveryOutcome, NewDelivery, OutboxRow, OutboxStats,
+    PendingDelivery,
+};
 pub use crate::record::{RecordOutcome, RecordPolicy};
 
 /// A handle on the database. Cloning is cheap and every clone shares the pool and the cache.
@@ -92,7 +97,69 @@ impl Store {
         batch: &[Observation],
         policy: RecordPolicy,
     ) -> Result<RecordOutcome, StoreError> {
-        record::record(&self.inner.pool, &self.inner.writer, batch, policy).await
+        record::record(
+            &self.inner.pool,
+            &self.inner.writer,
+            batch,
+            policy,
+            &AlertWrites::default(),
+        )
+        .await
+    }
+
+    /// [`Store::record`], plus the alert states and outbox rows the batch caused, all in the
+    /// same transaction: an alert is durable before anything is sent, and a failed batch
+    /// enqueues nothing.
+    pub async fn record_with_alerts(
+        &self,
+        batch: &[Observation],
+        policy: RecordPolicy,
+        alerts: &AlertWrites,
+    ) -> Result<RecordOutcome, StoreError> {
+        record::record(&self.inner.pool, &self.inner.writer, batch, policy, alerts).await
+    }
+
+    /// Every stored alert state (JSON), to seed the evaluator at start.
+    pub async fn alert_states(&self) -> Result<Vec<AlertStateRow>, StoreError> {
+        outbox::alert_states(&self.inner.pool).await
+    }
+
+    /// The oldest pending notification of each receiver that is due by `now`.
+    pub async fn due_deliveries(&self, now: Timestamp) -> Result<Vec<PendingDelivery>, StoreError> {
+        outbox::due(&self.inner.pool, now).await
+    }
+
+    /// When the next pending notification falls due, if any is pending.
+    pub async fn next_delivery_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        outbox::next_due_at(&self.inner.pool).await
+    }
+
+    /// Records a delivery attempt and moves its outbox row on.
+    pub async fn finish_delivery(
+        &self,
+        id: i64,
+        outcome: &DeliveryOutcome,
+        attempted_at: Timestamp,
+        duration: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        outbox::finish(&self.inner.pool, id, outcome, attempted_at, duration).await
+    }
+
+    /// Parks pending notifications past their expiry; returns (receiver, dedup key) of each.
+    pub async fn expire_deliveries(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        outbox::expire(&self.inner.pool, now).await
+    }
+
+    pub async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        outbox::stats(&self.inner.pool).await
+    }
+
+    /// Every outbox row, oldest first.
+    pub async fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        outbox::list(&self.inner.pool).await
     }
 
     /// Every key's latest state, ordered by tenant, check and target. A key seen only through

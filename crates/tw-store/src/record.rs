@@ -30,6 +30,7 @@ use tw_core::{Evidence, Observation, Reason, Status, Timestamp};
 use crate::check_state::{self, Key, LastState, StateCache, StateUpdate};
 use crate::dns_snapshots::{self, SeenRecords};
 use crate::observations::{self, NewObservation};
+use crate::outbox::{self, AlertWrites};
 use crate::StoreError;
 
 /// How the recorder thins out history.
@@ -49,6 +50,8 @@ pub struct RecordOutcome {
     pub sampled_out: usize,
     /// Observations that were the first of their key or changed its status or reason.
     pub state_changes: usize,
+    /// Outbox rows added (an event already enqueued for a receiver is not added twice).
+    pub enqueued: usize,
 }
 
 /// The effect of one observation on its key.
@@ -153,8 +156,9 @@ pub(crate) async fn record(
     writer: &Mutex<Option<StateCache>>,
     batch: &[Observation],
     policy: RecordPolicy,
+    alerts: &AlertWrites,
 ) -> Result<RecordOutcome, StoreError> {
-    if batch.is_empty() {
+    if batch.is_empty() && alerts.is_empty() {
         return Ok(RecordOutcome::default());
     }
     // Holding the writer for the whole batch keeps batches in commit order with the cache,
@@ -176,7 +180,21 @@ pub(crate) async fn record(
             return Err(StoreError::from_sqlx(err));
         }
     };
-    let (outcome, touched) = match stage(&mut tx, &cache, batch, policy).await {
+    let staged = match stage(&mut tx, &cache, batch, policy).await {
+        // Alert states refer to check_state rows the batch may have just created, so they are
+        // written after it, in the same transaction.
+        Ok((mut outcome, touched)) => {
+            match outbox::stage(&mut tx, alerts, Timestamp::now()).await {
+                Ok(enqueued) => {
+                    outcome.enqueued = enqueued;
+                    Ok((outcome, touched))
+                }
+                Err(err) => Err(err),
+            }
+        }
+        Err(err) => Err(err),
+    };
+    let (outcome, touched) = match staged {
         Ok(staged) => staged,
         Err(err) => {
             if let Err(rollback_err) = tx.rollback().await {

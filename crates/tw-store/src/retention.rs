@@ -48,6 +48,26 @@ pub(crate) async fn prune(
     }
 
     let _writer = writer.lock().await;
+    // Finished notifications (sent, failed, expired) and their attempts go with the same
+    // retention; pending ones stay whatever their age until they finish or expire.
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    sqlx::query(
+        "DELETE FROM deliveries WHERE outbox_id IN \
+         (SELECT id FROM outbox WHERE state != 'pending' AND finished_at < ?1)",
+    )
+    .bind(older_than.as_millis())
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    sqlx::query("DELETE FROM outbox WHERE state != 'pending' AND finished_at < ?1")
+        .bind(older_than.as_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    tx.commit().await.map_err(StoreError::from_sqlx)?;
     // auto_vacuum=INCREMENTAL only marks freed pages; this hands them back to the file system.
     sqlx::query("PRAGMA incremental_vacuum")
         .execute(pool)

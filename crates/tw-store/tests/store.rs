@@ -104,6 +104,7 @@ fn outcome(stored: usize, sampled_out: usize, state_changes: usize) -> RecordOut
         stored,
         sampled_out,
         state_changes,
+        enqueued: 0,
     }
 }
 
@@ -1040,7 +1041,7 @@ async fn reopening_keeps_data_and_the_state_cache_and_does_not_rerun_migrations(
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(applied, [(1, true)]);
+    assert_eq!(applied, [(1, true), (2, true)]);
     conn.close().await.unwrap();
     again.close().await;
 }
