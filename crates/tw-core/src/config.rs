@@ -5,6 +5,7 @@
 //! fixes a config in one pass. Syntax and type errors come from serde, which stops at the
 //! first one; those are reported alone, with their path and line.
 
+mod alerting;
 mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +19,8 @@ use toml::Spanned;
 
 use crate::{CheckKind, DomainName, EmailAddress, TenantName};
 use raw::{RawCheck, RawConfig, RawTenant};
+
+pub use alerting::{AlertingConfig, EmailTls, Receiver, ReceiverKind, Route, SecretSource};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9317";
 pub const DEFAULT_DATABASE: &str = "/var/lib/tenantwatch/tenantwatch.db";
@@ -43,6 +46,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub dns: DnsConfig,
     pub tenants: Vec<Tenant>,
+    pub alerting: AlertingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -431,6 +435,8 @@ impl Validator<'_> {
             }
         }
 
+        let alerting = self.alerting(raw.alerting.as_ref(), &raw.receivers, &raw.routes);
+
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
@@ -450,6 +456,7 @@ impl Validator<'_> {
             },
             dns,
             tenants,
+            alerting,
         })
     }
 

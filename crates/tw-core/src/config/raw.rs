@@ -19,6 +19,11 @@ pub(super) struct RawConfig {
     pub(super) dns: Option<RawDns>,
     #[serde(default)]
     pub(super) tenants: Vec<RawTenant>,
+    pub(super) alerting: Option<super::alerting::RawAlerting>,
+    #[serde(default)]
+    pub(super) receivers: Vec<super::alerting::RawReceiver>,
+    #[serde(default)]
+    pub(super) routes: Vec<super::alerting::RawRoute>,
 }
 
 #[derive(Deserialize)]

@@ -80,7 +80,7 @@ fn unknown_top_level_key_is_rejected_with_its_line() {
     let rendered: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
     assert_eq!(
         rendered,
-        ["listen (line 1): unknown field `listen`, expected one of `server`, `store`, `schedule`, `smtp`, `dns`, `tenants`"]
+        ["listen (line 1): unknown field `listen`, expected one of `server`, `store`, `schedule`, `smtp`, `dns`, `tenants`, `alerting`, `receivers`, `routes`"]
     );
 }
 
@@ -211,5 +211,110 @@ fn accepted_mx_suffixes_are_validated_and_normalised() {
     check_errors(
         "[[tenants]]\nname = \"a\"\ndomain = \"a.com\"\naccepted_mx = [\"not a host\"]\n",
         &["tenants[0].accepted_mx[0] (line 8): \"not a host\" is not a host name suffix such as \"mimecast.com\""],
+    );
+}
+
+#[test]
+fn receivers_and_routes_are_validated_per_kind() {
+    let config = check_valid(
+        r#"
+[alerting]
+confirm = 3
+repeat_interval = "2h"
+[[receivers]]
+name = "ops"
+kind = "webhook"
+url = "https://hooks.msp.example/tenantwatch/"
+secret_file = "/run/credentials/tenantwatch.service/ops-hmac"
+[[receivers]]
+name = "oncall-sms"
+kind = "twilio_sms"
+account_sid = "AC123"
+from = "+15550001111"
+to = ["+15550002222"]
+secret_env = "TWILIO_TOKEN"
+[[receivers]]
+name = "mail"
+kind = "email"
+relay_host = "smtp.relay.example"
+from = "tenantwatch@msp.example"
+to = ["noc@msp.example"]
+[[routes]]
+receivers = ["oncall-sms"]
+severities = ["critical"]
+[[routes]]
+receivers = ["ops", "mail"]
+"#,
+    );
+    let alerting = &config.alerting;
+    assert_eq!((alerting.confirm, alerting.recover), (3, 1));
+    assert_eq!(alerting.repeat_interval, Duration::from_secs(7_200));
+    assert_eq!(
+        alerting.receivers[0].kind,
+        ReceiverKind::Webhook {
+            url: "https://hooks.msp.example/tenantwatch".into()
+        }
+    );
+    assert_eq!(
+        alerting.receivers[1].secret,
+        Some(SecretSource::Env("TWILIO_TOKEN".into()))
+    );
+    let ReceiverKind::Email {
+        relay_port, tls, ..
+    } = &alerting.receivers[2].kind
+    else {
+        panic!("email expected")
+    };
+    assert_eq!((*relay_port, *tls), (587, EmailTls::StartTls));
+    assert_eq!(
+        alerting.receivers_for("critical", "contoso", CheckKind::SmtpRcpt),
+        ["oncall-sms", "ops", "mail"]
+    );
+    assert_eq!(
+        alerting.receivers_for("warning", "contoso", CheckKind::Dns),
+        ["ops", "mail"]
+    );
+}
+
+#[test]
+fn without_routes_every_receiver_gets_every_alert() {
+    let config = check_valid(
+        "[[receivers]]\nname = \"a\"\nkind = \"ntfy\"\nurl = \"http://127.0.0.1:8080/alerts\"\n",
+    );
+    assert_eq!(
+        config.alerting.receivers_for("blind", "x", CheckKind::Dns),
+        ["a"]
+    );
+}
+
+#[test]
+fn receiver_mistakes_are_all_reported() {
+    check_errors(
+        r#"
+[[receivers]]
+name = "tg"
+kind = "telegram"
+chat_id = "42"
+[[receivers]]
+name = "x"
+kind = "pager"
+[[receivers]]
+name = "hook"
+kind = "webhook"
+url = "ftp://nope"
+secret_file = "/a"
+secret_env = "B"
+[[routes]]
+receivers = ["nobody"]
+severities = ["urgent"]
+"#,
+        &[
+            "receivers[0].secret_file: a telegram receiver needs its bot token in secret_file or secret_env",
+            "receivers[1].kind (line 12): unknown receiver kind \"pager\" (known: webhook, ntfy, alertmanager, signal, twilio_sms, http_sms, telegram, matrix, email)",
+            "receivers[2].secret_env: give secret_file or secret_env, not both",
+            "receivers[2].url (line 16): \"ftp://nope\" is not an http:// or https:// URL",
+            "routes[0].receivers[0] (line 20): no receiver named \"nobody\"",
+            "routes[0].severities[0] (line 21): unknown severity \"urgent\" (known: critical, warning, blind)",
+        ],
     );
 }

@@ -1,0 +1,629 @@
+//! `[alerting]`, `[[receivers]]` and `[[routes]]`: when to alert and where to send it.
+//!
+//! Receivers name their credential by reference (`secret_file` or `secret_env`), never
+//! inline; the binary resolves the reference before it starts, so a missing secret is a
+//! startup error, not a failed page at 3 a.m.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Validator;
+use crate::{CheckKind, EmailAddress, TenantName};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerting {
+    confirm: Option<Spanned<i64>>,
+    recover: Option<Spanned<i64>>,
+    repeat_interval: Option<Spanned<String>>,
+    blind_after: Option<Spanned<String>>,
+    delivery_expiry: Option<Spanned<String>>,
+    status_page_url: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReceiver {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    url: Option<Spanned<String>>,
+    secret_file: Option<String>,
+    secret_env: Option<String>,
+    number: Option<String>,
+    #[serde(default)]
+    recipients: Vec<String>,
+    account_sid: Option<String>,
+    from: Option<Spanned<String>>,
+    #[serde(default)]
+    to: Vec<Spanned<String>>,
+    method: Option<Spanned<String>>,
+    content_type: Option<Spanned<String>>,
+    body_template: Option<String>,
+    chat_id: Option<String>,
+    room_id: Option<String>,
+    relay_host: Option<String>,
+    relay_port: Option<Spanned<i64>>,
+    tls: Option<Spanned<String>>,
+    username: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    receivers: Vec<Spanned<String>>,
+    #[serde(default)]
+    severities: Vec<Spanned<String>>,
+    #[serde(default)]
+    tenants: Vec<Spanned<String>>,
+    #[serde(default)]
+    checks: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertingConfig {
+    /// Consecutive non-ok verdicts before an alert fires.
+    pub confirm: u32,
+    /// Consecutive ok verdicts before it resolves.
+    pub recover: u32,
+    pub repeat_interval: Duration,
+    /// How long `unknown` may last before a "probe blind" alert.
+    pub blind_after: Duration,
+    /// How long a notification is retried before it is parked as expired.
+    pub delivery_expiry: Duration,
+    /// Linked from rich messages.
+    pub status_page_url: Option<String>,
+    pub receivers: Vec<Receiver>,
+    /// Empty: every receiver gets every alert.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receiver {
+    pub name: String,
+    pub kind: ReceiverKind,
+    pub secret: Option<SecretSource>,
+}
+
+/// Where a receiver's credential comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailTls {
+    StartTls,
+    Implicit,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReceiverKind {
+    Webhook {
+        url: String,
+    },
+    Ntfy {
+        url: String,
+    },
+    Alertmanager {
+        url: String,
+    },
+    Signal {
+        url: String,
+        number: String,
+        recipients: Vec<String>,
+    },
+    TwilioSms {
+        base_url: String,
+        account_sid: String,
+        from: String,
+        to: Vec<String>,
+    },
+    HttpSms {
+        url: String,
+        method: String,
+        content_type: String,
+        body_template: String,
+        to: Vec<String>,
+    },
+    Telegram {
+        base_url: String,
+        chat_id: String,
+    },
+    Matrix {
+        homeserver: String,
+        room_id: String,
+    },
+    Email {
+        relay_host: String,
+        relay_port: u16,
+        tls: EmailTls,
+        username: Option<String>,
+        from: EmailAddress,
+        to: Vec<EmailAddress>,
+    },
+}
+
+impl ReceiverKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReceiverKind::Webhook { .. } => "webhook",
+            ReceiverKind::Ntfy { .. } => "ntfy",
+            ReceiverKind::Alertmanager { .. } => "alertmanager",
+            ReceiverKind::Signal { .. } => "signal",
+            ReceiverKind::TwilioSms { .. } => "twilio_sms",
+            ReceiverKind::HttpSms { .. } => "http_sms",
+            ReceiverKind::Telegram { .. } => "telegram",
+            ReceiverKind::Matrix { .. } => "matrix",
+            ReceiverKind::Email { .. } => "email",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub receivers: Vec<String>,
+    /// Empty: any. Values: `critical`, `warning`, `blind`.
+    pub severities: Vec<String>,
+    pub tenants: Vec<TenantName>,
+    pub checks: Vec<CheckKind>,
+}
+
+impl Route {
+    pub fn matches(&self, severity: &str, tenant: &str, check: CheckKind) -> bool {
+        (self.severities.is_empty() || self.severities.iter().any(|s| s == severity))
+            && (self.tenants.is_empty() || self.tenants.iter().any(|t| t.as_str() == tenant))
+            && (self.checks.is_empty() || self.checks.contains(&check))
+    }
+}
+
+impl AlertingConfig {
+    /// The receivers an alert of this severity, tenant and check goes to, each once, in the
+    /// order the routes name them.
+    pub fn receivers_for(&self, severity: &str, tenant: &str, check: CheckKind) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        if self.routes.is_empty() {
+            names.extend(self.receivers.iter().map(|r| r.name.as_str()));
+        }
+        for route in self
+            .routes
+            .iter()
+            .filter(|route| route.matches(severity, tenant, check))
+        {
+            for name in &route.receivers {
+                if !names.contains(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+}
+
+const KINDS: &str =
+    "webhook, ntfy, alertmanager, signal, twilio_sms, http_sms, telegram, matrix, email";
+const SEVERITIES: [&str; 3] = ["critical", "warning", "blind"];
+
+impl Validator<'_> {
+    pub(super) fn alerting(
+        &mut self,
+        raw: Option<&RawAlerting>,
+        receivers: &[RawReceiver],
+        routes: &[RawRoute],
+    ) -> AlertingConfig {
+        let small = |v: &mut Validator<'_>,
+                     path: &str,
+                     value: Option<&Spanned<i64>>,
+                     default: u32|
+         -> u32 {
+            let Some(value) = value else { return default };
+            match u32::try_from(*value.get_ref()) {
+                Ok(n) if (1..=100).contains(&n) => n,
+                _ => {
+                    v.error(
+                        path,
+                        Some(value.span().start),
+                        format!(
+                            "must be a whole number from 1 to 100, got {}",
+                            value.get_ref()
+                        ),
+                    );
+                    default
+                }
+            }
+        };
+        let confirm = small(
+            self,
+            "alerting.confirm",
+            raw.and_then(|a| a.confirm.as_ref()),
+            2,
+        );
+        let recover = small(
+            self,
+            "alerting.recover",
+            raw.and_then(|a| a.recover.as_ref()),
+            1,
+        );
+        let repeat_interval = self.duration(
+            "alerting.repeat_interval",
+            raw.and_then(|a| a.repeat_interval.as_ref()),
+            Duration::from_secs(4 * 3_600),
+        );
+        let blind_after = self.duration(
+            "alerting.blind_after",
+            raw.and_then(|a| a.blind_after.as_ref()),
+            Duration::from_secs(30 * 60),
+        );
+        let delivery_expiry = self.duration(
+            "alerting.delivery_expiry",
+            raw.and_then(|a| a.delivery_expiry.as_ref()),
+            Duration::from_secs(24 * 3_600),
+        );
+        let status_page_url = raw
+            .and_then(|a| a.status_page_url.as_ref())
+            .and_then(|url| self.url("alerting.status_page_url", url));
+
+        let mut parsed_receivers: Vec<Receiver> = Vec::new();
+        for (idx, raw_receiver) in receivers.iter().enumerate() {
+            let base = format!("receivers[{idx}]");
+            if parsed_receivers
+                .iter()
+                .any(|r| &r.name == raw_receiver.name.get_ref())
+            {
+                self.error(
+                    format!("{base}.name"),
+                    Some(raw_receiver.name.span().start),
+                    format!("duplicate receiver name {:?}", raw_receiver.name.get_ref()),
+                );
+                continue;
+            }
+            if let Some(receiver) = self.receiver(&base, raw_receiver) {
+                parsed_receivers.push(receiver);
+            }
+        }
+
+        let mut parsed_routes = Vec::new();
+        for (idx, raw_route) in routes.iter().enumerate() {
+            let base = format!("routes[{idx}]");
+            let mut route = Route {
+                receivers: Vec::new(),
+                severities: Vec::new(),
+                tenants: Vec::new(),
+                checks: Vec::new(),
+            };
+            if raw_route.receivers.is_empty() {
+                self.error(
+                    format!("{base}.receivers"),
+                    None,
+                    "a route needs at least one receiver",
+                );
+            }
+            for (i, name) in raw_route.receivers.iter().enumerate() {
+                if receivers.iter().any(|r| r.name.get_ref() == name.get_ref()) {
+                    route.receivers.push(name.get_ref().clone());
+                } else {
+                    self.error(
+                        format!("{base}.receivers[{i}]"),
+                        Some(name.span().start),
+                        format!("no receiver named {:?}", name.get_ref()),
+                    );
+                }
+            }
+            for (i, severity) in raw_route.severities.iter().enumerate() {
+                if SEVERITIES.contains(&severity.get_ref().as_str()) {
+                    route.severities.push(severity.get_ref().clone());
+                } else {
+                    self.error(
+                        format!("{base}.severities[{i}]"),
+                        Some(severity.span().start),
+                        format!(
+                            "unknown severity {:?} (known: critical, warning, blind)",
+                            severity.get_ref()
+                        ),
+                    );
+                }
+            }
+            for (i, tenant) in raw_route.tenants.iter().enumerate() {
+                match TenantName::parse(tenant.get_ref()) {
+                    Ok(name) => route.tenants.push(name),
+                    Err(err) => self.error(
+                        format!("{base}.tenants[{i}]"),
+                        Some(tenant.span().start),
+                        err.to_string(),
+                    ),
+                }
+            }
+            for (i, check) in raw_route.checks.iter().enumerate() {
+                match check.get_ref().parse::<CheckKind>() {
+                    Ok(kind) => route.checks.push(kind),
+                    Err(err) => self.error(
+                        format!("{base}.checks[{i}]"),
+                        Some(check.span().start),
+                        err.to_string(),
+                    ),
+                }
+            }
+            parsed_routes.push(route);
+        }
+
+        AlertingConfig {
+            confirm,
+            recover,
+            repeat_interval,
+            blind_after,
+            delivery_expiry,
+            status_page_url,
+            receivers: parsed_receivers,
+            routes: parsed_routes,
+        }
+    }
+
+    fn url(&mut self, path: &str, value: &Spanned<String>) -> Option<String> {
+        let url = value.get_ref().trim();
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        match rest {
+            Some(rest)
+                if !rest.is_empty()
+                    && !rest.starts_with('/')
+                    && !url.contains(char::is_whitespace) =>
+            {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            _ => {
+                self.error(
+                    path,
+                    Some(value.span().start),
+                    format!("{:?} is not an http:// or https:// URL", value.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn receiver(&mut self, base: &str, raw: &RawReceiver) -> Option<Receiver> {
+        let errors_before = self.errors.len();
+        let name = raw.name.get_ref().clone();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            self.error(
+                format!("{base}.name"),
+                Some(raw.name.span().start),
+                format!("receiver name {name:?} must be letters, digits, '-', '_' or '.'"),
+            );
+        }
+        let secret = match (&raw.secret_file, &raw.secret_env) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    format!("{base}.secret_env"),
+                    None,
+                    "give secret_file or secret_env, not both",
+                );
+                None
+            }
+            (Some(file), None) => Some(SecretSource::File(PathBuf::from(file))),
+            (None, Some(env)) => Some(SecretSource::Env(env.clone())),
+            (None, None) => None,
+        };
+        let kind_name = raw.kind.get_ref().as_str();
+        let url =
+            |v: &mut Validator<'_>, required: bool, default: Option<&str>| -> Option<String> {
+                match (&raw.url, default) {
+                    (Some(value), _) => v.url(&format!("{base}.url"), value),
+                    (None, Some(default)) => Some(default.to_owned()),
+                    (None, None) => {
+                        if required {
+                            v.error(
+                                format!("{base}.url"),
+                                None,
+                                format!("required for a {kind_name} receiver"),
+                            );
+                        }
+                        None
+                    }
+                }
+            };
+        let need = |v: &mut Validator<'_>, key: &str, value: &Option<String>| -> String {
+            match value {
+                Some(value) if !value.trim().is_empty() => value.clone(),
+                _ => {
+                    v.error(
+                        format!("{base}.{key}"),
+                        None,
+                        format!("required for a {kind_name} receiver"),
+                    );
+                    String::new()
+                }
+            }
+        };
+        let need_secret = |v: &mut Validator<'_>, what: &str| {
+            if secret.is_none() {
+                v.error(
+                    format!("{base}.secret_file"),
+                    None,
+                    format!("a {kind_name} receiver needs its {what} in secret_file or secret_env"),
+                );
+            }
+        };
+        let plain_list =
+            |v: &mut Validator<'_>, key: &str, values: &[Spanned<String>]| -> Vec<String> {
+                if values.is_empty() {
+                    v.error(
+                        format!("{base}.{key}"),
+                        None,
+                        format!("required for a {kind_name} receiver (at least one)"),
+                    );
+                }
+                values.iter().map(|value| value.get_ref().clone()).collect()
+            };
+        let kind = match kind_name {
+            "webhook" => ReceiverKind::Webhook {
+                url: url(self, true, None).unwrap_or_default(),
+            },
+            "ntfy" => ReceiverKind::Ntfy {
+                url: url(self, true, None).unwrap_or_default(),
+            },
+            "alertmanager" => ReceiverKind::Alertmanager {
+                url: url(self, true, None).unwrap_or_default(),
+            },
+            "signal" => {
+                let url = url(self, true, None).unwrap_or_default();
+                let number = need(self, "number", &raw.number);
+                if raw.recipients.is_empty() {
+                    self.error(
+                        format!("{base}.recipients"),
+                        None,
+                        "required for a signal receiver (at least one)",
+                    );
+                }
+                ReceiverKind::Signal {
+                    url,
+                    number,
+                    recipients: raw.recipients.clone(),
+                }
+            }
+            "twilio_sms" => {
+                need_secret(self, "auth token");
+                let base_url = url(self, false, Some("https://api.twilio.com")).unwrap_or_default();
+                let account_sid = need(self, "account_sid", &raw.account_sid);
+                let from = need(
+                    self,
+                    "from",
+                    &raw.from.as_ref().map(|f| f.get_ref().clone()),
+                );
+                ReceiverKind::TwilioSms {
+                    base_url,
+                    account_sid,
+                    from,
+                    to: plain_list(self, "to", &raw.to),
+                }
+            }
+            "http_sms" => {
+                let url = url(self, true, None).unwrap_or_default();
+                let method = raw
+                    .method
+                    .as_ref()
+                    .map(|m| m.get_ref().to_ascii_uppercase())
+                    .unwrap_or_else(|| "POST".to_owned());
+                if method != "POST" && method != "GET" {
+                    self.error(
+                        format!("{base}.method"),
+                        raw.method.as_ref().map(|m| m.span().start),
+                        "must be POST or GET",
+                    );
+                }
+                let content_type = raw
+                    .content_type
+                    .as_ref()
+                    .map(|c| c.get_ref().clone())
+                    .unwrap_or_else(|| "form".to_owned());
+                if content_type != "form" && content_type != "json" {
+                    self.error(
+                        format!("{base}.content_type"),
+                        raw.content_type.as_ref().map(|c| c.span().start),
+                        "must be \"form\" or \"json\"",
+                    );
+                }
+                let body_template = need(self, "body_template", &raw.body_template);
+                ReceiverKind::HttpSms {
+                    url,
+                    method,
+                    content_type,
+                    body_template,
+                    to: plain_list(self, "to", &raw.to),
+                }
+            }
+            "telegram" => {
+                need_secret(self, "bot token");
+                let base_url =
+                    url(self, false, Some("https://api.telegram.org")).unwrap_or_default();
+                ReceiverKind::Telegram {
+                    base_url,
+                    chat_id: need(self, "chat_id", &raw.chat_id),
+                }
+            }
+            "matrix" => {
+                need_secret(self, "access token");
+                let homeserver = url(self, true, None).unwrap_or_default();
+                ReceiverKind::Matrix {
+                    homeserver,
+                    room_id: need(self, "room_id", &raw.room_id),
+                }
+            }
+            "email" => {
+                let relay_host = need(self, "relay_host", &raw.relay_host);
+                let tls = match raw.tls.as_ref().map(|t| t.get_ref().as_str()) {
+                    None | Some("starttls") => EmailTls::StartTls,
+                    Some("implicit") => EmailTls::Implicit,
+                    Some(other) => {
+                        self.error(format!("{base}.tls"), raw.tls.as_ref().map(|t| t.span().start), format!("{other:?} is not \"starttls\" or \"implicit\" (plaintext relays are not supported)"));
+                        EmailTls::StartTls
+                    }
+                };
+                let default_port = if tls == EmailTls::Implicit { 465 } else { 587 };
+                let relay_port = match &raw.relay_port {
+                    None => default_port,
+                    Some(value) => match u16::try_from(*value.get_ref()) {
+                        Ok(port) if port > 0 => port,
+                        _ => {
+                            self.error(
+                                format!("{base}.relay_port"),
+                                Some(value.span().start),
+                                format!("must be a TCP port 1-65535, got {}", value.get_ref()),
+                            );
+                            default_port
+                        }
+                    },
+                };
+                let from = match &raw.from {
+                    Some(value) => self.address(&format!("{base}.from"), value),
+                    None => {
+                        self.error(
+                            format!("{base}.from"),
+                            None,
+                            "required for an email receiver",
+                        );
+                        None
+                    }
+                };
+                if raw.to.is_empty() {
+                    self.error(
+                        format!("{base}.to"),
+                        None,
+                        "required for an email receiver (at least one)",
+                    );
+                }
+                let to: Vec<EmailAddress> = raw
+                    .to
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, value)| self.address(&format!("{base}.to[{i}]"), value))
+                    .collect();
+                ReceiverKind::Email {
+                    relay_host,
+                    relay_port,
+                    tls,
+                    username: raw.username.clone(),
+                    from: from?,
+                    to,
+                }
+            }
+            other => {
+                self.error(
+                    format!("{base}.kind"),
+                    Some(raw.kind.span().start),
+                    format!("unknown receiver kind {other:?} (known: {KINDS})"),
+                );
+                return None;
+            }
+        };
+        (self.errors.len() == errors_before).then_some(Receiver { name, kind, secret })
+    }
+}
