@@ -4,6 +4,7 @@
 //! migrated before the scheduler starts; on shutdown the scheduler stops first, the recorder
 //! drains the closed channel and commits the last batch, and the HTTP server stops last.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -11,23 +12,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use parking_lot::RwLock;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tw_core::config::{self, Config};
 use tw_core::Timestamp;
+use tw_notify::{Channel, DispatchStats, Dispatcher};
 use tw_probe::{Clients, DnsMemory, Plan, Scheduler, SchedulerStats};
 use tw_server::{Health, Metrics, ServerState};
 use tw_store::{RecordPolicy, Store};
 
+use crate::alerts::AlertEngine;
 use crate::pipeline::{error_chain, Recorder};
+use crate::receivers;
 use crate::systemd;
 
 /// The whole shutdown must fit in this budget (systemd's stop timeout is longer).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long in-flight probes may continue once shutdown begins, before reporting `shutdown`.
 const PROBE_DRAIN: Duration = Duration::from_secs(2);
+/// Per-request timeout of HTTP notification channels.
+const HTTP_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the outbox gauges are refreshed.
+const OUTBOX_GAUGES_EVERY: Duration = Duration::from_secs(5);
 /// How often old observations are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
 
@@ -39,11 +48,16 @@ pub(crate) struct App {
     listener: TcpListener,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// Receivers' channels, credentials resolved.
+    channels: HashMap<String, Channel>,
 }
 
 impl App {
     /// Opens (and migrates) the store and binds the HTTP listener.
     pub(crate) async fn build(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<App> {
+        // Credentials first: a missing secret must stop the start before anything is opened.
+        let channels =
+            receivers::channels(&config.alerting).context("resolving receiver credentials")?;
         let health = Arc::new(Health::default());
         let metrics =
             Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")).context("registering metrics")?);
@@ -61,6 +75,7 @@ impl App {
             listener,
             metrics,
             health,
+            channels,
         })
     }
 
@@ -77,6 +92,7 @@ impl App {
             listener,
             metrics,
             health,
+            channels,
         } = self;
         let clients = Arc::new(Clients::from_config(&config).context("building probe clients")?);
 
@@ -84,19 +100,23 @@ impl App {
         let stop_probes = CancellationToken::new();
         let stop_server = CancellationToken::new();
         let stop_background = CancellationToken::new();
+        let stop_dispatch = CancellationToken::new();
 
         let stats = Arc::new(SchedulerStats::default());
+        let dispatch_stats = Arc::new(DispatchStats::default());
         let server_state = ServerState {
             metrics: metrics.clone(),
             health: health.clone(),
             before_scrape: Some({
                 let stats = stats.clone();
+                let dispatch_stats = dispatch_stats.clone();
                 Arc::new(move |metrics: &Metrics| {
                     metrics.set_scheduler(
                         stats.jobs.load(Ordering::Relaxed),
                         stats.started.load(Ordering::Relaxed),
                         stats.skipped.load(Ordering::Relaxed),
-                    )
+                    );
+                    metrics.set_notifications(&dispatch_stats.snapshot());
                 })
             }),
         };
@@ -122,6 +142,16 @@ impl App {
             }
         }
 
+        let alert_states = match store.alert_states().await {
+            Ok(states) => states,
+            Err(err) => {
+                tracing::warn!(error = %error_chain(&err), "Cannot load alert states; alerts start fresh");
+                Vec::new()
+            }
+        };
+        let (alerting_tx, alerting_updates) = watch::channel(config.alerting.clone());
+        let dispatcher_wake = Arc::new(Notify::new());
+        let channels = Arc::new(RwLock::new(channels));
         let (observation_tx, observation_rx) = mpsc::channel(config.store.queue_capacity.get());
         let recorder = Recorder {
             store: store.clone(),
@@ -131,8 +161,27 @@ impl App {
                 ok_sample_interval: config.store.ok_sample_interval,
             },
             retry_capacity: config.store.queue_capacity.get() * 4,
+            alerts: AlertEngine::new(config.alerting.clone(), alert_states),
+            alerting_updates,
+            dispatcher_wake: dispatcher_wake.clone(),
         };
         let recorder = tracker.spawn(recorder.run(observation_rx));
+
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            channels: channels.clone(),
+            http: tw_notify::http_client(HTTP_DELIVERY_TIMEOUT)
+                .context("building the HTTP client for notifications")?,
+            wake: dispatcher_wake,
+            stats: dispatch_stats,
+            attempt_timeout: tw_notify::SMTP_TIMEOUT + Duration::from_secs(5),
+        };
+        tracker.spawn(dispatcher.run(stop_dispatch.clone()));
+        tracker.spawn(outbox_gauges(
+            store.clone(),
+            metrics.clone(),
+            stop_background.clone(),
+        ));
 
         let (plan_tx, plan_rx) = mpsc::channel::<Plan>(1);
         let scheduler = Scheduler {
@@ -171,7 +220,8 @@ impl App {
                 _ = &mut shutdown => break,
                 Some(()) = reloads.recv() => {
                     systemd::reloading();
-                    reload(config_path.as_deref(), &mut current, &plan_tx, &metrics).await;
+                    let targets = ReloadTargets { plan: &plan_tx, alerting: &alerting_tx, channels: &channels, metrics: &metrics };
+                    reload(config_path.as_deref(), &mut current, targets).await;
                     systemd::ready();
                 }
             }
@@ -192,6 +242,9 @@ impl App {
             let _ = recorder.await;
         })
         .await;
+        // After the recorder: its last batch may have enqueued notifications. Sends still in
+        // flight are abandoned and stay pending for the next start (at least once).
+        stop_dispatch.cancel();
         stop_server.cancel();
         tracker.close();
         let stopped =
@@ -222,12 +275,21 @@ impl App {
 }
 
 /// Re-reads the config. An invalid one keeps the old config running and says why.
-async fn reload(
-    path: Option<&std::path::Path>,
-    current: &mut Config,
-    plan_tx: &mpsc::Sender<Plan>,
-    metrics: &Metrics,
-) {
+/// Where a reload's results go.
+struct ReloadTargets<'a> {
+    plan: &'a mpsc::Sender<Plan>,
+    alerting: &'a watch::Sender<tw_core::config::AlertingConfig>,
+    channels: &'a RwLock<HashMap<String, Channel>>,
+    metrics: &'a Metrics,
+}
+
+async fn reload(path: Option<&std::path::Path>, current: &mut Config, targets: ReloadTargets<'_>) {
+    let ReloadTargets {
+        plan: plan_tx,
+        alerting,
+        channels,
+        metrics,
+    } = targets;
     let Some(path) = path else {
         tracing::info!("Reload requested, but this config was not read from a file; nothing to do");
         return;
@@ -237,6 +299,14 @@ async fn reload(
         Err(err) => {
             metrics.record_reload(false);
             tracing::error!(path = %path.display(), error = %format!("{err:#}"), "Config reload failed; keeping the running config");
+            return;
+        }
+    };
+    let new_channels = match receivers::channels(&new_config.alerting) {
+        Ok(new_channels) => new_channels,
+        Err(err) => {
+            metrics.record_reload(false);
+            tracing::error!(error = %format!("{err:#}"), "Config reload failed; keeping the running config");
             return;
         }
     };
@@ -258,6 +328,9 @@ async fn reload(
         tracing::error!("Scheduler is gone; reload not applied");
         return;
     }
+    *channels.write() = new_channels;
+    // The recorder picks the new rules and routes up before its next batch.
+    alerting.send_replace(new_config.alerting.clone());
     metrics.record_reload(true);
     tracing::info!(
         tenants = new_config.tenants.len(),
@@ -283,6 +356,26 @@ pub(crate) fn read_config(path: &std::path::Path) -> anyhow::Result<Config> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     config::parse(&text).map_err(|errors| anyhow::anyhow!("{}", errors.to_string().trim_end()))
+}
+
+/// Outbox depth and the age of its oldest pending row, for the metrics.
+async fn outbox_gauges(store: Store, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    loop {
+        match store.outbox_stats().await {
+            Ok(stats) => {
+                let age = stats
+                    .oldest_pending_created_at
+                    .map(|created| Timestamp::now().millis_since(created) as f64 / 1000.0)
+                    .unwrap_or(0.0);
+                metrics.set_outbox(stats.pending, age);
+            }
+            Err(err) => tracing::debug!(error = %error_chain(&err), "Cannot read outbox figures"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(OUTBOX_GAUGES_EVERY) => {}
+        }
+    }
 }
 
 async fn prune_loop(store: Store, retention: Duration, shutdown: CancellationToken) {

@@ -13,6 +13,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tw_sim::dns::DnsSim;
+use tw_sim::sink::HttpSink;
 use tw_sim::smtp::{RcptBehaviour, SmtpSim, SmtpSimConfig};
 use tw_sim::tls::TestCa;
 
@@ -50,6 +51,10 @@ pub(crate) async fn run(
     let dns = DnsSim::start(sims.clone())
         .await
         .context("starting the DNS simulator")?;
+    // Stands in for the webhook receiver, ntfy and Alertmanager, and logs what each gets.
+    let sink = HttpSink::start(sims.clone())
+        .await
+        .context("starting the notification sink")?;
     for domain in ["contoso.example", "fabrikam.example"] {
         dns.add_microsoft_365_domain(domain);
     }
@@ -66,6 +71,7 @@ pub(crate) async fn run(
         &ca_path,
         smtp.local_addr(),
         dns.local_addr(),
+        &sink.url(),
         interval,
     );
     let config_path = dir.join("tenantwatch.toml");
@@ -107,6 +113,7 @@ fn demo_config(
     ca: &Path,
     smtp: SocketAddr,
     dns: SocketAddr,
+    sink: &str,
     interval: Duration,
 ) -> String {
     let interval = humantime::format_duration(interval);
@@ -142,6 +149,25 @@ watch = ["admin@contoso.example", "breakglass@contoso.example"]
 name = "fabrikam"
 domain = "fabrikam.example"
 watch = ["it@fabrikam.example"]
+
+# Three receivers, all served by the demo's local sink, which logs what it receives.
+[alerting]
+confirm = 2
+
+[[receivers]]
+name = "demo-webhook"
+kind = "webhook"
+url = "{sink}/webhook"
+
+[[receivers]]
+name = "demo-ntfy"
+kind = "ntfy"
+url = "{sink}/tenantwatch-demo"
+
+[[receivers]]
+name = "demo-alertmanager"
+kind = "alertmanager"
+url = "{sink}"
 "#,
         db = toml_string(&dir.join("tenantwatch.db")),
         smtp_port = smtp.port(),

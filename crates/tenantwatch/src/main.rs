@@ -3,11 +3,13 @@
 //! Wiring only: every decision lives in a library crate. Exit codes: 0 success, 1 runtime
 //! failure, 2 invalid config (and for `probe`, the Nagios convention 0-3).
 
+mod alerts;
 mod app;
 mod cli;
 mod demo;
 mod output;
 mod pipeline;
+mod receivers;
 mod systemd;
 
 use std::path::Path;

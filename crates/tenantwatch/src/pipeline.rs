@@ -10,11 +10,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
+use tw_core::config::AlertingConfig;
 use tw_core::{Observation, Status, Timestamp};
 use tw_server::{Health, Metrics, StoreResult};
 use tw_store::{RecordPolicy, Store};
+
+use crate::alerts::AlertEngine;
 
 /// Largest batch taken from the channel at once.
 const BATCH: usize = 512;
@@ -31,10 +34,16 @@ pub(crate) struct Recorder {
     pub(crate) policy: RecordPolicy,
     /// Observations kept for retry while the store is failing.
     pub(crate) retry_capacity: usize,
+    /// Alert states between batches; evaluated with each write, in its transaction.
+    pub(crate) alerts: AlertEngine,
+    /// A reload's new alerting config (rules, receivers, routes).
+    pub(crate) alerting_updates: watch::Receiver<AlertingConfig>,
+    /// Tells the dispatcher new outbox rows were committed.
+    pub(crate) dispatcher_wake: Arc<Notify>,
 }
 
 impl Recorder {
-    pub(crate) async fn run(self, mut observations: mpsc::Receiver<Observation>) {
+    pub(crate) async fn run(mut self, mut observations: mpsc::Receiver<Observation>) {
         let mut pending: VecDeque<Observation> = VecDeque::new();
         let mut incoming = Vec::with_capacity(BATCH);
         let mut backoff = RETRY_MIN;
@@ -141,10 +150,37 @@ impl Recorder {
     }
 
     /// Writes everything pending in one transaction. True on success.
-    async fn write(&self, pending: &mut VecDeque<Observation>, dropped: u64) -> bool {
+    async fn write(&mut self, pending: &mut VecDeque<Observation>, dropped: u64) -> bool {
+        if self.alerting_updates.has_changed().unwrap_or(false) {
+            let config = self.alerting_updates.borrow_and_update().clone();
+            self.alerts.reconfigure(config);
+        }
         let batch = pending.make_contiguous();
-        match self.store.record(batch, self.policy).await {
+        let evaluated = self.alerts.evaluate(batch);
+        match self
+            .store
+            .record_with_alerts(batch, self.policy, &evaluated.writes)
+            .await
+        {
             Ok(outcome) => {
+                for event in &evaluated.events {
+                    self.metrics
+                        .record_alert_event(event.kind.as_str(), event.severity.as_str());
+                    tracing::warn!(
+                        tenant = %event.tenant,
+                        check = %event.check,
+                        target = %event.target,
+                        kind = event.kind.as_str(),
+                        severity = event.severity.as_str(),
+                        reason = %event.reason,
+                        dedup_key = %event.dedup_key,
+                        "Alert event"
+                    );
+                }
+                self.alerts.adopt(evaluated);
+                if outcome.enqueued > 0 {
+                    self.dispatcher_wake.notify_one();
+                }
                 let was_failing = self.health.readiness_store_error().is_some();
                 pending.clear();
                 self.health.set_store_error(None);

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -57,8 +57,8 @@ impl DispatchStats {
 
 pub struct Dispatcher {
     pub store: Store,
-    /// Channels by receiver name.
-    pub channels: HashMap<String, Channel>,
+    /// Channels by receiver name; replaced as a whole on a config reload.
+    pub channels: Arc<RwLock<HashMap<String, Channel>>>,
     pub http: reqwest::Client,
     /// Notified by the recorder after it commits new outbox rows.
     pub wake: Arc<Notify>,
@@ -131,8 +131,10 @@ impl Dispatcher {
     async fn attempt(&self, pending: PendingDelivery) {
         let attempted_at = Timestamp::now();
         let started = Instant::now();
+        // Cloned out so no lock is held across the send.
+        let channel = self.channels.read().get(&pending.receiver).cloned();
         let result = match (
-            self.channels.get(&pending.receiver),
+            channel,
             serde_json::from_str::<Message>(&pending.message_json),
         ) {
             (None, _) => Err(DeliveryError::Permanent(
@@ -143,7 +145,7 @@ impl Dispatcher {
             ))),
             (Some(channel), Ok(message)) => match tokio::time::timeout(
                 self.attempt_timeout,
-                deliver(channel, &message, &self.http),
+                deliver(&channel, &message, &self.http),
             )
             .await
             {

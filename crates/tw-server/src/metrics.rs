@@ -45,6 +45,10 @@ pub struct Metrics {
     scheduler_skipped: IntCounter,
     config_reloads: IntCounterVec,
     last_store_success: Gauge,
+    alert_events: IntCounterVec,
+    notifications: IntCounterVec,
+    outbox_pending: IntGauge,
+    outbox_oldest_age: Gauge,
     /// Last (status, reason) per target label set: moves `since` only on a change, and
     /// lists the series to remove when a target leaves the config.
     /// The configured targets and the last verdict of each (`None` until first observed).
@@ -163,6 +167,28 @@ impl Metrics {
             "tenantwatch_store_last_success_timestamp_seconds",
             "When a store write last succeeded (Unix seconds)",
         )?;
+        let alert_events = IntCounterVec::new(
+            Opts::new(
+                "tenantwatch_alert_events_total",
+                "Alert events committed to the outbox, by kind and severity",
+            ),
+            &["kind", "severity"],
+        )?;
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "tenantwatch_notifications_total",
+                "Delivery attempts by receiver and result (sent, transient, permanent, expired)",
+            ),
+            &["receiver", "result"],
+        )?;
+        let outbox_pending = IntGauge::new(
+            "tenantwatch_outbox_pending",
+            "Notifications waiting to be delivered",
+        )?;
+        let outbox_oldest_age = Gauge::new(
+            "tenantwatch_outbox_oldest_pending_age_seconds",
+            "Age of the oldest notification still waiting to be delivered (0 when none)",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("tenantwatch_build_info", "Build information"),
             &["version"],
@@ -186,6 +212,10 @@ impl Metrics {
         registry.register(Box::new(scheduler_skipped.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(last_store_success.clone()))?;
+        registry.register(Box::new(alert_events.clone()))?;
+        registry.register(Box::new(notifications.clone()))?;
+        registry.register(Box::new(outbox_pending.clone()))?;
+        registry.register(Box::new(outbox_oldest_age.clone()))?;
         registry.register(Box::new(build_info))?;
 
         // Pre-create the run counters so dashboards see zeros, not gaps.
@@ -223,6 +253,10 @@ impl Metrics {
             scheduler_skipped,
             config_reloads,
             last_store_success,
+            alert_events,
+            notifications,
+            outbox_pending,
+            outbox_oldest_age,
             targets: Mutex::new(HashMap::new()),
             scheduler_sync: Mutex::new(()),
         })
@@ -304,6 +338,28 @@ impl Metrics {
             .inc_by(started.saturating_sub(self.scheduler_started.get()));
         self.scheduler_skipped
             .inc_by(skipped.saturating_sub(self.scheduler_skipped.get()));
+    }
+
+    pub fn record_alert_event(&self, kind: &str, severity: &str) {
+        self.alert_events.with_label_values(&[kind, severity]).inc();
+    }
+
+    /// Mirrors the dispatcher's per-receiver counts (read at scrape time); receivers come
+    /// from config, results from a closed set.
+    pub fn set_notifications(&self, counts: &[(String, &'static str, u64)]) {
+        let _sync = self.scheduler_sync.lock();
+        for (receiver, result, count) in counts {
+            let counter = self
+                .notifications
+                .with_label_values(&[receiver.as_str(), result]);
+            counter.inc_by(count.saturating_sub(counter.get()));
+        }
+    }
+
+    pub fn set_outbox(&self, pending: u64, oldest_age_secs: f64) {
+        self.outbox_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.outbox_oldest_age.set(oldest_age_secs);
     }
 
     pub fn record_reload(&self, success: bool) {

@@ -28,7 +28,10 @@ pub struct CapturedRequest {
 
 impl CapturedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -86,13 +89,27 @@ impl HttpSink {
     }
 }
 
-async fn capture(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn capture(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let request = CapturedRequest {
         method: method.to_string(),
-        path: uri.path_and_query().map(ToString::to_string).unwrap_or_default(),
+        path: uri
+            .path_and_query()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         headers: headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
     };
