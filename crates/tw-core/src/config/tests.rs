@@ -318,3 +318,11 @@ severities = ["urgent"]
         ],
     );
 }
+
+#[test]
+fn alertmanager_needs_repeats_within_its_alert_validity() {
+    check_errors(
+        "[alerting]\nrepeat_interval = \"2d\"\n[[receivers]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n",
+        &["alerting.repeat_interval (line 6): must be under 24h with an alertmanager receiver (its alerts would lapse between repeats)"],
+    );
+}
