@@ -349,6 +349,19 @@ impl Validator<'_> {
             parsed_routes.push(route);
         }
 
+        // Alertmanager drops an alert whose endsAt passed; tenantwatch sets it 24 h ahead and
+        // renews it with every repeat, so repeats must come more often than that.
+        let has_alertmanager = parsed_receivers
+            .iter()
+            .any(|r| matches!(r.kind, ReceiverKind::Alertmanager { .. }));
+        if has_alertmanager && repeat_interval >= Duration::from_secs(24 * 3_600) {
+            self.error(
+                "alerting.repeat_interval",
+                raw.and_then(|a| a.repeat_interval.as_ref()).map(|v| v.span().start),
+                "must be under 24h with an alertmanager receiver (its alerts would lapse between repeats)",
+            );
+        }
+
         AlertingConfig {
             confirm,
             recover,
