@@ -26,8 +26,8 @@ use tw_store::{RecordPolicy, Store};
 
 use crate::alerts::AlertEngine;
 use crate::pipeline::{error_chain, Recorder};
-use crate::receivers;
 use crate::systemd;
+use crate::{heartbeat, receivers};
 
 /// The whole shutdown must fit in this budget (systemd's stop timeout is longer).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -167,11 +167,20 @@ impl App {
         };
         let recorder = tracker.spawn(recorder.run(observation_rx));
 
+        let http = tw_notify::http_client(HTTP_DELIVERY_TIMEOUT)
+            .context("building the HTTP client for notifications")?;
+        if let Some(heartbeat) = config.heartbeat.clone() {
+            tracker.spawn(heartbeat::run(
+                heartbeat,
+                http.clone(),
+                health.clone(),
+                stop_background.clone(),
+            ));
+        }
         let dispatcher = Dispatcher {
             store: store.clone(),
             channels: channels.clone(),
-            http: tw_notify::http_client(HTTP_DELIVERY_TIMEOUT)
-                .context("building the HTTP client for notifications")?,
+            http,
             wake: dispatcher_wake,
             stats: dispatch_stats,
             attempt_timeout: tw_notify::SMTP_TIMEOUT + Duration::from_secs(5),

@@ -7,6 +7,7 @@ mod alerts;
 mod app;
 mod cli;
 mod demo;
+mod heartbeat;
 mod output;
 mod pipeline;
 mod receivers;

@@ -47,6 +47,16 @@ pub struct Config {
     pub dns: DnsConfig,
     pub tenants: Vec<Tenant>,
     pub alerting: AlertingConfig,
+    pub heartbeat: Option<HeartbeatConfig>,
+}
+
+/// A dead man's switch: the daemon pings `url` (healthchecks.io style: `/start` once,
+/// the URL itself while healthy, `/fail` while not) so someone learns when the monitor
+/// itself is dead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatConfig {
+    pub url: String,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -436,6 +446,22 @@ impl Validator<'_> {
         }
 
         let alerting = self.alerting(raw.alerting.as_ref(), &raw.receivers, &raw.routes);
+        let heartbeat = raw.heartbeat.as_ref().and_then(|raw_heartbeat| {
+            let interval = self.duration(
+                "heartbeat.interval",
+                raw_heartbeat.interval.as_ref(),
+                Duration::from_secs(60),
+            );
+            if interval < Duration::from_secs(10) {
+                self.error(
+                    "heartbeat.interval",
+                    raw_heartbeat.interval.as_ref().map(|v| v.span().start),
+                    "must be at least 10s",
+                );
+            }
+            let url = self.url("heartbeat.url", &raw_heartbeat.url)?;
+            Some(HeartbeatConfig { url, interval })
+        });
 
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
@@ -457,6 +483,7 @@ impl Validator<'_> {
             dns,
             tenants,
             alerting,
+            heartbeat,
         })
     }
 

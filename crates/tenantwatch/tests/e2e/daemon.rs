@@ -299,3 +299,43 @@ async fn locked_database_keeps_probing_shows_on_readyz_and_metrics_and_recovers(
     );
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_says_started_then_pings_while_healthy() {
+    let dir = temp_dir();
+    let sims = Sims::start(dir.path(), &["contoso.example"]).await;
+    sims.smtp.set_recipient(ADMIN, RcptBehaviour::Accept);
+    let stop_sink = tokio_util::sync::CancellationToken::new();
+    let _stop = stop_sink.clone().drop_guard();
+    let sink = tw_sim::sink::HttpSink::start(stop_sink).await.unwrap();
+    let body = format!(
+        "{}\n[heartbeat]\nurl = \"{}/ping/5d1e-token\"\ninterval = \"10s\"\n",
+        contoso_config(&sims, &[ADMIN]),
+        sink.url()
+    );
+    let mut daemon = TestDaemon::spawn(dir.path(), &body).await;
+    eventually(
+        Duration::from_secs(16),
+        "a start ping and a healthy ping",
+        || async {
+            let paths: Vec<String> = sink.requests().into_iter().map(|r| r.path).collect();
+            (paths.first().map(String::as_str) == Some("/ping/5d1e-token/start")
+                && paths.iter().any(|p| p == "/ping/5d1e-token"))
+            .then_some(())
+        },
+    )
+    .await;
+    assert!(sink
+        .requests()
+        .iter()
+        .all(|r| r.method == "POST" && !r.path.ends_with("/fail")));
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(6)).await.success());
+    assert!(
+        daemon
+            .logs()
+            .iter()
+            .all(|line| !line.contains("5d1e-token")),
+        "the ping URL's token is never logged"
+    );
+}

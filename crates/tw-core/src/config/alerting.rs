@@ -374,7 +374,7 @@ impl Validator<'_> {
         }
     }
 
-    fn url(&mut self, path: &str, value: &Spanned<String>) -> Option<String> {
+    pub(super) fn url(&mut self, path: &str, value: &Spanned<String>) -> Option<String> {
         let url = value.get_ref().trim();
         let rest = url
             .strip_prefix("https://")

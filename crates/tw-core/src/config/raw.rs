@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) tenants: Vec<RawTenant>,
     pub(super) alerting: Option<super::alerting::RawAlerting>,
+    pub(super) heartbeat: Option<RawHeartbeat>,
     #[serde(default)]
     pub(super) receivers: Vec<super::alerting::RawReceiver>,
     #[serde(default)]
@@ -89,4 +90,11 @@ pub(super) struct RawCheck {
     pub(super) enabled: Option<bool>,
     pub(super) interval: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeartbeat {
+    pub(super) url: Spanned<String>,
+    pub(super) interval: Option<Spanned<String>>,
 }

@@ -80,7 +80,7 @@ fn unknown_top_level_key_is_rejected_with_its_line() {
     let rendered: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
     assert_eq!(
         rendered,
-        ["listen (line 1): unknown field `listen`, expected one of `server`, `store`, `schedule`, `smtp`, `dns`, `tenants`, `alerting`, `receivers`, `routes`"]
+        ["listen (line 1): unknown field `listen`, expected one of `server`, `store`, `schedule`, `smtp`, `dns`, `tenants`, `alerting`, `heartbeat`, `receivers`, `routes`"]
     );
 }
 
@@ -324,5 +324,22 @@ fn alertmanager_needs_repeats_within_its_alert_validity() {
     check_errors(
         "[alerting]\nrepeat_interval = \"2d\"\n[[receivers]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n",
         &["alerting.repeat_interval (line 6): must be under 24h with an alertmanager receiver (its alerts would lapse between repeats)"],
+    );
+}
+
+#[test]
+fn heartbeat_takes_a_url_and_an_interval() {
+    let config = check_valid("[heartbeat]\nurl = \"https://hc-ping.com/0f3c\"\n");
+    let heartbeat = config.heartbeat.unwrap();
+    assert_eq!(
+        (heartbeat.url.as_str(), heartbeat.interval),
+        ("https://hc-ping.com/0f3c", Duration::from_secs(60))
+    );
+    check_errors(
+        "[heartbeat]\nurl = \"hc-ping.com\"\ninterval = \"1s\"\n",
+        &[
+            "heartbeat.interval (line 7): must be at least 10s",
+            "heartbeat.url (line 6): \"hc-ping.com\" is not an http:// or https:// URL",
+        ],
     );
 }
