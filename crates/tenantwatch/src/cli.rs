@@ -54,6 +54,16 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List alerts firing, pending confirmation, or blind, from the database.
+    Alerts {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Notification tools.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
@@ -74,5 +84,15 @@ pub(crate) enum Command {
         /// Probe interval of the demo tenants.
         #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
         interval: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum NotifyCommand {
+    /// Send a test message to one receiver now, bypassing the outbox, and say how it went.
+    Test {
+        receiver: String,
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
     },
 }

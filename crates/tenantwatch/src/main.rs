@@ -56,6 +56,16 @@ async fn dispatch(command: Command) -> ExitCode {
             Ok(parsed) => return output::probe(&parsed, &tenant, check.as_deref(), json).await,
             Err(code) => return code,
         },
+        Command::Alerts { config } => match load_config_or_exit(&config) {
+            Ok(parsed) => return output::alerts(&parsed).await,
+            Err(code) => return code,
+        },
+        Command::Notify {
+            command: cli::NotifyCommand::Test { receiver, config },
+        } => match load_config_or_exit(&config) {
+            Ok(parsed) => return output::notify_test(&parsed, &receiver).await,
+            Err(code) => return code,
+        },
         Command::Migrate { config } => match load_config_or_exit(&config) {
             Ok(parsed) => migrate(&parsed).await,
             Err(code) => return code,

@@ -1,5 +1,6 @@
-//! `tenantwatch probe`: run a tenant's checks once and print them for a person (a table) or a
-//! machine (`--json`), exiting like a Nagios plugin. Nothing is stored or sent.
+//! What the one-shot commands print: `probe` (a tenant's checks run once, as a table or
+//! `--json`, exiting like a Nagios plugin; nothing stored or sent), `alerts` (the alert states
+//! in the database) and `notify test` (one message straight to a receiver).
 
 use std::process::ExitCode;
 
@@ -145,5 +146,124 @@ fn print_table(observations: &[Observation]) {
             "{}",
             line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]].map(String::as_str))
         );
+    }
+}
+
+/// Prints every alert that is firing, pending confirmation or blind. Exit 0 when none is
+/// firing, 2 when one is, 3 when the database cannot be read.
+pub(crate) async fn alerts(config: &Config) -> ExitCode {
+    let store = match tw_store::Store::open(&config.store.path).await {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!(
+                "cannot open {}: {}",
+                config.store.path.display(),
+                crate::pipeline::error_chain(&err)
+            );
+            return ExitCode::from(3);
+        }
+    };
+    let rows = store.alert_states().await;
+    store.close().await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(err) => {
+            eprintln!(
+                "cannot read alert states: {}",
+                crate::pipeline::error_chain(&err)
+            );
+            return ExitCode::from(3);
+        }
+    };
+    let mut lines = Vec::new();
+    let mut firing = false;
+    for row in rows {
+        let Ok(state) = serde_json::from_str::<tw_alert::AlertState>(&row.state_json) else {
+            lines.push(format!(
+                "?         {} {} {}: stored state unreadable",
+                row.tenant, row.check, row.target
+            ));
+            continue;
+        };
+        let what = if let Some(since) = state.firing_since() {
+            firing = true;
+            let severity = state.severity().map(|s| s.as_str()).unwrap_or("?");
+            Some(format!("FIRING    {severity:<8} since {since}"))
+        } else if let Some(since) = state.pending_since() {
+            Some(format!("PENDING   {:<8} since {since}", ""))
+        } else {
+            None
+        };
+        let blind = state
+            .blind_since()
+            .map(|since| format!("BLIND     {:<8} since {since}", ""));
+        for text in what.into_iter().chain(blind) {
+            lines.push(format!(
+                "{text}  {} {} {}",
+                row.tenant, row.check, row.target
+            ));
+        }
+    }
+    if lines.is_empty() {
+        println!("no alerts");
+    } else {
+        for line in lines {
+            println!("{line}");
+        }
+    }
+    ExitCode::from(if firing { 2 } else { 0 })
+}
+
+/// Sends one test message to `receiver` through its channel, now. Exit 0 when delivered.
+pub(crate) async fn notify_test(config: &Config, receiver: &str) -> ExitCode {
+    let channels = match crate::receivers::channels(&config.alerting) {
+        Ok(channels) => channels,
+        Err(err) => {
+            eprintln!("{err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(channel) = channels.get(receiver) else {
+        let mut known: Vec<&str> = channels.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        eprintln!(
+            "no receiver named {receiver:?} (configured: {})",
+            known.join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    let now = Timestamp::now();
+    let message = tw_notify::Message {
+        id: format!("tenantwatch-test/{receiver}/{}", now.as_millis()),
+        kind: "test".to_owned(),
+        severity: "warning".to_owned(),
+        tenant: "tenantwatch".to_owned(),
+        check: "test".to_owned(),
+        target: receiver.to_owned(),
+        status: "ok".to_owned(),
+        reason: "test".to_owned(),
+        title: format!("tenantwatch test message for {receiver}"),
+        short: format!("tenantwatch test: receiver {receiver} works"),
+        body: format!("tenantwatch test message for {receiver}\n\nIf you read this, alerts sent to {receiver} reach you. Sent {now}."),
+        since: now,
+        at: now,
+        link: config.alerting.status_page_url.clone(),
+    };
+    let http = match tw_notify::http_client(std::time::Duration::from_secs(10)) {
+        Ok(http) => http,
+        Err(err) => {
+            eprintln!("cannot build the HTTP client: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match tw_notify::deliver(channel, &message, &http).await {
+        Ok(()) => {
+            println!("sent to {receiver} ({})", channel.kind());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("not delivered to {receiver} ({}): {err}", channel.kind());
+            ExitCode::from(1)
+        }
     }
 }

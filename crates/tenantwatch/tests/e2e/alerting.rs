@@ -112,6 +112,24 @@ async fn a_vanished_identity_pages_each_receiver_once_and_its_return_once() {
         "{phone:?}"
     );
 
+    // `tenantwatch alerts` reads the same state from the database while the daemon runs.
+    let config_path = daemon.config_path.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tenantwatch"))
+            .args(["alerts", "--config"])
+            .arg(config_path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(listed.status.code(), Some(2), "{listing}");
+    assert!(
+        listing.contains("FIRING") && listing.contains("critical") && listing.contains(ADMIN),
+        "{listing}"
+    );
+
     // Still gone on the next runs: no second page within the repeat interval.
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(at(&sink, "/hook").len(), 1);

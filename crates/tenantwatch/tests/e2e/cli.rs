@@ -118,3 +118,73 @@ async fn probe_prints_each_verdict_and_exits_like_a_nagios_plugin() {
         tenantwatch(&["probe", "--config", "/nonexistent.toml", "--tenant", "x"]);
     assert_eq!(code, 2, "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_reaches_the_receiver_or_says_why_not() {
+    let dir = temp_dir();
+    let stop_sink = tokio_util::sync::CancellationToken::new();
+    let _stop = stop_sink.clone().drop_guard();
+    let sink = tw_sim::sink::HttpSink::start(stop_sink).await.unwrap();
+    let config = dir.path().join("tenantwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[smtp]\nhelo_name = \"probe.msp.example\"\nmail_from = \"probe@msp.example\"\n[[receivers]]\nname = \"noc\"\nkind = \"webhook\"\nurl = \"{}/noc\"\n",
+            sink.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            tenantwatch(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+
+    let (code, stdout, stderr) = run(vec![
+        "notify".into(),
+        "test".into(),
+        "noc".into(),
+        "--config".into(),
+        config.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "sent to noc (webhook)");
+    let request = &sink.requests()[0];
+    assert_eq!(request.path, "/noc");
+    let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+    assert_eq!(body["kind"], "test");
+
+    sink.set_status(503);
+    let (code, _, stderr) = run(vec![
+        "notify".into(),
+        "test".into(),
+        "noc".into(),
+        "--config".into(),
+        config.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("not delivered to noc (webhook): transient"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run(vec![
+        "notify".into(),
+        "test".into(),
+        "pager".into(),
+        "--config".into(),
+        config,
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("no receiver named \"pager\" (configured: noc)"),
+        "{stderr}"
+    );
+}
