@@ -189,10 +189,10 @@ pub(crate) async fn alerts(config: &Config) -> ExitCode {
             firing = true;
             let severity = state.severity().map(|s| s.as_str()).unwrap_or("?");
             Some(format!("FIRING    {severity:<8} since {since}"))
-        } else if let Some(since) = state.pending_since() {
-            Some(format!("PENDING   {:<8} since {since}", ""))
         } else {
-            None
+            state
+                .pending_since()
+                .map(|since| format!("PENDING   {:<8} since {since}", ""))
         };
         let blind = state
             .blind_since()
