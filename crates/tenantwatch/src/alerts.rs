@@ -119,6 +119,14 @@ impl AlertEngine {
     }
 
     fn enqueue(&self, event: &AlertEvent, deliveries: &mut Vec<NewDelivery>) {
+        // Judged at the observation's time, so a retried batch decides the same way.
+        if let Some(silence) =
+            self.config
+                .silenced(&event.tenant, event.check, &event.target, event.at)
+        {
+            tracing::info!(tenant = %event.tenant, check = %event.check, target = %event.target, kind = event.kind.as_str(), silence_reason = %silence.reason, until = %silence.end, "Alert silenced by a maintenance window; not sent");
+            return;
+        }
         let receivers =
             self.config
                 .receivers_for(event.severity.as_str(), &event.tenant, event.check);

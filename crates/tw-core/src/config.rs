@@ -20,7 +20,9 @@ use toml::Spanned;
 use crate::{CheckKind, DomainName, EmailAddress, TenantName};
 use raw::{RawCheck, RawConfig, RawTenant};
 
-pub use alerting::{AlertingConfig, EmailTls, Receiver, ReceiverKind, Route, SecretSource};
+pub use alerting::{
+    AlertingConfig, EmailTls, Receiver, ReceiverKind, Route, SecretSource, Silence,
+};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9317";
 pub const DEFAULT_DATABASE: &str = "/var/lib/tenantwatch/tenantwatch.db";
@@ -445,7 +447,12 @@ impl Validator<'_> {
             }
         }
 
-        let alerting = self.alerting(raw.alerting.as_ref(), &raw.receivers, &raw.routes);
+        let alerting = self.alerting(
+            raw.alerting.as_ref(),
+            &raw.receivers,
+            &raw.routes,
+            &raw.silences,
+        );
         let heartbeat = raw.heartbeat.as_ref().and_then(|raw_heartbeat| {
             let interval = self.duration(
                 "heartbeat.interval",

@@ -288,3 +288,58 @@ async fn a_receiver_down_for_the_whole_expiry_window_is_parked_as_expired_and_co
     );
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_holds_alerts_back_but_not_the_verdict() {
+    let dir = temp_dir();
+    let sims = Sims::start(dir.path(), &["contoso.example"]).await;
+    sims.smtp.set_recipient(ADMIN, RcptBehaviour::RejectUnknown);
+    let stop_sink = CancellationToken::new();
+    let _stop = stop_sink.clone().drop_guard();
+    let sink = HttpSink::start(stop_sink).await.unwrap();
+    let secret_file = dir.path().join("hook-secret");
+    std::fs::write(&secret_file, CANARY).unwrap();
+    let now = std::time::SystemTime::now();
+    let window = format!(
+        "\n[[silences]]\ntenant = \"contoso\"\nstart = \"{}\"\nend = \"{}\"\nreason = \"mailbox migration\"\n",
+        humantime::format_rfc3339_seconds(now - Duration::from_secs(60)),
+        humantime::format_rfc3339_seconds(now + Duration::from_secs(3_600))
+    );
+    let mut daemon = TestDaemon::spawn(
+        dir.path(),
+        &format!("{}{window}", config(&sims, &sink, &secret_file, "")),
+    )
+    .await;
+    let admin = format!(
+        "tenantwatch_check_status{{check=\"smtp_rcpt\",target=\"{ADMIN}\",tenant=\"contoso\"}}"
+    );
+    eventually(
+        Duration::from_secs(35),
+        "the alert to fire, silenced",
+        || async {
+            daemon
+                .logs()
+                .iter()
+                .any(|line| {
+                    line.contains("Alert silenced by a maintenance window")
+                        && line.contains("mailbox migration")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        daemon.metric(&admin).await,
+        Some(2.0),
+        "the verdict is still shown"
+    );
+    assert_eq!(
+        daemon
+            .metric("tenantwatch_alert_events_total{kind=\"firing\",severity=\"critical\"}")
+            .await,
+        Some(1.0)
+    );
+    assert!(sink.requests().is_empty(), "{:#?}", sink.requests());
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(6)).await.success());
+}

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Validator;
-use crate::{CheckKind, EmailAddress, TenantName};
+use crate::{CheckKind, EmailAddress, TenantName, Timestamp};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +52,17 @@ pub(super) struct RawReceiver {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawSilence {
+    tenant: Option<Spanned<String>>,
+    check: Option<Spanned<String>>,
+    target: Option<String>,
+    start: Spanned<String>,
+    end: Spanned<String>,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
     receivers: Vec<Spanned<String>>,
     #[serde(default)]
@@ -78,6 +89,32 @@ pub struct AlertingConfig {
     pub receivers: Vec<Receiver>,
     /// Empty: every receiver gets every alert.
     pub routes: Vec<Route>,
+    /// Maintenance windows: matching alerts are evaluated and logged but not sent.
+    pub silences: Vec<Silence>,
+}
+
+/// A maintenance window. An absent tenant, check or target matches any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silence {
+    pub tenant: Option<TenantName>,
+    pub check: Option<CheckKind>,
+    pub target: Option<String>,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub reason: String,
+}
+
+impl Silence {
+    pub fn matches(&self, tenant: &str, check: CheckKind, target: &str, at: Timestamp) -> bool {
+        self.start <= at
+            && at < self.end
+            && self.tenant.as_ref().is_none_or(|t| t.as_str() == tenant)
+            && self.check.is_none_or(|c| c == check)
+            && self
+                .target
+                .as_deref()
+                .is_none_or(|t| t.eq_ignore_ascii_case(target))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +218,19 @@ impl Route {
 }
 
 impl AlertingConfig {
+    /// The silence in force for this alert at `at`, if any.
+    pub fn silenced(
+        &self,
+        tenant: &str,
+        check: CheckKind,
+        target: &str,
+        at: Timestamp,
+    ) -> Option<&Silence> {
+        self.silences
+            .iter()
+            .find(|silence| silence.matches(tenant, check, target, at))
+    }
+
     /// The receivers an alert of this severity, tenant and check goes to, each once, in the
     /// order the routes name them.
     pub fn receivers_for(&self, severity: &str, tenant: &str, check: CheckKind) -> Vec<&str> {
@@ -213,6 +263,7 @@ impl Validator<'_> {
         raw: Option<&RawAlerting>,
         receivers: &[RawReceiver],
         routes: &[RawRoute],
+        silences: &[RawSilence],
     ) -> AlertingConfig {
         let small = |v: &mut Validator<'_>,
                      path: &str,
@@ -362,6 +413,84 @@ impl Validator<'_> {
             );
         }
 
+        let mut parsed_silences = Vec::new();
+        for (idx, raw_silence) in silences.iter().enumerate() {
+            let base = format!("silences[{idx}]");
+            let time =
+                |v: &mut Validator<'_>, key: &str, value: &Spanned<String>| -> Option<Timestamp> {
+                    match humantime::parse_rfc3339_weak(value.get_ref().trim()) {
+                        Ok(at) => at
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .ok()
+                            .and_then(|d| i64::try_from(d.as_millis()).ok())
+                            .map(Timestamp),
+                        Err(_) => {
+                            v.error(
+                                format!("{base}.{key}"),
+                                Some(value.span().start),
+                                format!(
+                                    "{:?} is not a UTC time such as \"2026-11-24T22:00:00Z\"",
+                                    value.get_ref()
+                                ),
+                            );
+                            None
+                        }
+                    }
+                };
+            let start = time(self, "start", &raw_silence.start);
+            let end = time(self, "end", &raw_silence.end);
+            let tenant = raw_silence.tenant.as_ref().and_then(|value| {
+                match TenantName::parse(value.get_ref()) {
+                    Ok(name) => Some(name),
+                    Err(err) => {
+                        self.error(
+                            format!("{base}.tenant"),
+                            Some(value.span().start),
+                            err.to_string(),
+                        );
+                        None
+                    }
+                }
+            });
+            let check = raw_silence.check.as_ref().and_then(|value| {
+                match value.get_ref().parse::<CheckKind>() {
+                    Ok(kind) => Some(kind),
+                    Err(err) => {
+                        self.error(
+                            format!("{base}.check"),
+                            Some(value.span().start),
+                            err.to_string(),
+                        );
+                        None
+                    }
+                }
+            });
+            if raw_silence.reason.trim().is_empty() {
+                self.error(
+                    format!("{base}.reason"),
+                    None,
+                    "say why (it is logged with every alert it holds back)",
+                );
+            }
+            if let (Some(start), Some(end)) = (start, end) {
+                if start >= end {
+                    self.error(
+                        format!("{base}.end"),
+                        Some(raw_silence.end.span().start),
+                        "must be after start",
+                    );
+                }
+                parsed_silences.push(Silence {
+                    tenant,
+                    check,
+                    target: raw_silence.target.clone(),
+                    start,
+                    end,
+                    reason: raw_silence.reason.clone(),
+                });
+            }
+        }
+
         AlertingConfig {
             confirm,
             recover,
@@ -371,6 +500,7 @@ impl Validator<'_> {
             status_page_url,
             receivers: parsed_receivers,
             routes: parsed_routes,
+            silences: parsed_silences,
         }
     }
 

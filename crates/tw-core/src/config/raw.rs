@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     pub(super) receivers: Vec<super::alerting::RawReceiver>,
     #[serde(default)]
     pub(super) routes: Vec<super::alerting::RawRoute>,
+    #[serde(default)]
+    pub(super) silences: Vec<super::alerting::RawSilence>,
 }
 
 #[derive(Deserialize)]

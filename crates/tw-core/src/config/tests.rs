@@ -1,6 +1,7 @@
 //! Config tests: data in, exact error lines out.
 
 use super::*;
+use crate::Timestamp;
 
 const MINIMAL: &str = r#"
 [smtp]
@@ -80,7 +81,7 @@ fn unknown_top_level_key_is_rejected_with_its_line() {
     let rendered: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
     assert_eq!(
         rendered,
-        ["listen (line 1): unknown field `listen`, expected one of `server`, `store`, `schedule`, `smtp`, `dns`, `tenants`, `alerting`, `heartbeat`, `receivers`, `routes`"]
+        ["listen (line 1): unknown field `listen`, expected one of `server`, `store`, `schedule`, `smtp`, `dns`, `tenants`, `alerting`, `heartbeat`, `receivers`, `routes`, `silences`"]
     );
 }
 
@@ -340,6 +341,40 @@ fn heartbeat_takes_a_url_and_an_interval() {
         &[
             "heartbeat.interval (line 7): must be at least 10s",
             "heartbeat.url (line 6): \"hc-ping.com\" is not an http:// or https:// URL",
+        ],
+    );
+}
+
+#[test]
+fn silences_are_time_windows_matching_tenant_check_and_target() {
+    let config = check_valid(
+        "[[silences]]\ntenant = \"contoso\"\ncheck = \"smtp_rcpt\"\nstart = \"2026-11-24T22:00:00Z\"\nend = \"2026-11-25T02:00:00Z\"\nreason = \"mailbox migration\"\n",
+    );
+    let silence = &config.alerting.silences[0];
+    let start = Timestamp(1_795_557_600_000);
+    assert_eq!(silence.start, start);
+    assert!(config
+        .alerting
+        .silenced("contoso", CheckKind::SmtpRcpt, "a@contoso.com", start)
+        .is_some());
+    assert!(config
+        .alerting
+        .silenced("contoso", CheckKind::Dns, "contoso.com", start)
+        .is_none());
+    assert!(config
+        .alerting
+        .silenced("fabrikam", CheckKind::SmtpRcpt, "a@fabrikam.com", start)
+        .is_none());
+    assert!(config
+        .alerting
+        .silenced("contoso", CheckKind::SmtpRcpt, "a@contoso.com", silence.end)
+        .is_none());
+    check_errors(
+        "[[silences]]\nstart = \"tomorrow\"\nend = \"2026-11-25T02:00:00Z\"\nreason = \"\"\n[[silences]]\nstart = \"2026-11-25T02:00:00Z\"\nend = \"2026-11-24T02:00:00Z\"\nreason = \"x\"\n",
+        &[
+            "silences[0].start (line 6): \"tomorrow\" is not a UTC time such as \"2026-11-24T22:00:00Z\"",
+            "silences[0].reason: say why (it is logged with every alert it holds back)",
+            "silences[1].end (line 11): must be after start",
         ],
     );
 }
