@@ -184,22 +184,6 @@ pub enum ReceiverKind {
     },
 }
 
-impl ReceiverKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ReceiverKind::Webhook { .. } => "webhook",
-            ReceiverKind::Ntfy { .. } => "ntfy",
-            ReceiverKind::Alertmanager { .. } => "alertmanager",
-            ReceiverKind::Signal { .. } => "signal",
-            ReceiverKind::TwilioSms { .. } => "twilio_sms",
-            ReceiverKind::HttpSms { .. } => "http_sms",
-            ReceiverKind::Telegram { .. } => "telegram",
-            ReceiverKind::Matrix { .. } => "matrix",
-            ReceiverKind::Email { .. } => "email",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub receivers: Vec<String>,
