@@ -7,7 +7,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-command -v python3 >/dev/null || { echo "test.sh: python3 is needed (a test holds a SQLite lock from a second process)" >&2; exit 1; }
+# A test holds a SQLite lock from a second process (Python's sqlite3); another checks the
+# systemd unit with systemd-analyze. Both are on Debian by default; install them if not.
+need=()
+command -v python3 >/dev/null || need+=(python3)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2 \
+    || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2; }
+fi
 
 postfix_dir="$PWD/target/tw-postfix"
 eval "$(scripts/postfix-test-instance.sh start "$postfix_dir")"
