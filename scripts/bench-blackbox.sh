@@ -13,8 +13,9 @@
 #    tenantwatch, concurrently, and measures both from /proc.
 #
 # Default tw-bench flags: --tenants 4000 --interval 2m --duration 3m (66.7 probes/s, the rate
-# of 10,000 tenants x 2 checks at 5 minutes). Extra flags are passed to tw-bench and
-# override these. Results go to docs/bench-results/ unless --out-dir is given.
+# of 10,000 tenants x 2 checks at 5 minutes), labels blackbox-4k-2m-runN. Extra flags are
+# passed to tw-bench and replace these. Results go to docs/bench-results/ unless --out-dir
+# is given.
 # Needs root for apt-get (only when the package is missing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -73,14 +74,24 @@ if [ "${TW_BENCH_NO_BUILD:-}" != 1 ]; then
   cargo build --release --locked -p tenantwatch -p tw-bench >&2
 fi
 
-out_dir=docs/bench-results
-for arg in "$@"; do
-  case "$arg" in --out-dir|--out-dir=*) out_dir= ;; esac
-done
+# The defaults, each dropped when the caller gives that flag (clap refuses a flag twice).
+given() {
+  local flag=$1 arg
+  for arg in "${extra[@]}"; do
+    case "$arg" in "$flag"|"$flag"=*) return 0 ;; esac
+  done
+  return 1
+}
+extra=("$@")
 
 for i in $(seq 1 "$runs"); do
   log "run $i of $runs"
-  args=(--tenants 4000 --interval 2m --duration 3m --blackbox "$BLACKBOX" --label "blackbox-run$i")
-  [ -z "$out_dir" ] || args+=(--out-dir "$out_dir")
+  args=()
+  given --tenants || args+=(--tenants 4000)
+  given --interval || args+=(--interval 2m)
+  given --duration || args+=(--duration 3m)
+  given --blackbox || args+=(--blackbox "$BLACKBOX")
+  given --label || args+=(--label "blackbox-4k-2m-run$i")
+  given --out-dir || args+=(--out-dir docs/bench-results)
   target/release/tw-bench "${args[@]}" "$@"
 done
