@@ -65,6 +65,12 @@ impl App {
             .await
             .with_context(|| format!("opening the database {}", config.store.path.display()))?;
         health.set_migrated();
+        // /readyz otherwise learns the store is unwritable only when the first batch fails,
+        // which can be a whole interval after start.
+        if let Err(err) = store.check_writable().await {
+            tracing::error!(error = %error_chain(&err), "Database not writable at start; probing goes on and writes will be retried");
+            health.set_store_error(Some(error_chain(&err)));
+        }
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.server.listen))?;

@@ -192,7 +192,8 @@ impl Store {
         retention::prune(&self.inner.pool, &self.inner.writer, older_than).await
     }
 
-    /// Writes one row to prove a batch could be written now (for `/readyz`).
+    /// Writes one row to prove a batch could be written now. The daemon calls it at start,
+    /// so `/readyz` reports an unwritable database before the first batch fails.
     pub async fn check_writable(&self) -> Result<(), StoreError> {
         meta::check_writable(&self.inner.pool).await
     }
