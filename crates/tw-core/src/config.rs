@@ -6,6 +6,7 @@
 //! first one; those are reported alone, with their path and line.
 
 mod alerting;
+mod entra;
 mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +23,9 @@ use raw::{RawCheck, RawConfig, RawTenant};
 
 pub use alerting::{
     AlertingConfig, EmailTls, Receiver, ReceiverKind, Route, SecretSource, Silence,
+};
+pub use entra::{
+    AppConfig, AppCredential, Cloud, EntraConfig, LicenceSettings, IANA_RDAP_BOOTSTRAP,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9317";
@@ -50,6 +54,7 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
     pub alerting: AlertingConfig,
     pub heartbeat: Option<HeartbeatConfig>,
+    pub entra: EntraConfig,
 }
 
 /// A dead man's switch: the daemon pings `url` (healthchecks.io style: `/start` once,
@@ -115,6 +120,9 @@ pub struct Tenant {
     pub watch: Vec<EmailAddress>,
     /// Every check kind, enabled or not, with its effective interval and timeout.
     pub checks: BTreeMap<CheckKind, CheckSettings>,
+    /// The app the Graph checks sign in with: the tenant's own `app`, else the global one.
+    pub app: Option<AppConfig>,
+    pub licence: LicenceSettings,
 }
 
 impl Tenant {
@@ -432,6 +440,10 @@ impl Validator<'_> {
             }
         };
 
+        let entra = self.entra(raw.entra.as_ref());
+        let app = raw.app.as_ref().and_then(|raw_app| self.app("app", raw_app));
+        let check_defaults = self.check_defaults(&raw.checks, &schedule);
+
         let mut tenants = Vec::new();
         let mut seen_names: BTreeSet<String> = BTreeSet::new();
         let mut domain_owner: BTreeMap<DomainName, String> = BTreeMap::new();
@@ -439,7 +451,8 @@ impl Validator<'_> {
             if let Some(tenant) = self.tenant(
                 idx,
                 raw_tenant,
-                &schedule,
+                &check_defaults,
+                app.as_ref(),
                 &mut seen_names,
                 &mut domain_owner,
             ) {
@@ -491,6 +504,7 @@ impl Validator<'_> {
             tenants,
             alerting,
             heartbeat,
+            entra,
         })
     }
 
@@ -529,7 +543,8 @@ impl Validator<'_> {
         &mut self,
         idx: usize,
         raw: &RawTenant,
-        schedule: &ScheduleConfig,
+        check_defaults: &CheckDefaults,
+        global_app: Option<&AppConfig>,
         seen_names: &mut BTreeSet<String>,
         domain_owner: &mut BTreeMap<DomainName, String>,
     ) -> Option<Tenant> {
@@ -634,22 +649,35 @@ impl Validator<'_> {
             }
         }
 
+        let app = match &raw.app {
+            Some(raw_app) => self.app(&format!("{base}.app"), raw_app),
+            None => global_app.cloned(),
+        };
+        let licence = self.licence(&base, raw.licence.as_ref());
+
         let mut checks = BTreeMap::new();
         for kind in CheckKind::ALL {
-            checks.insert(
-                kind,
-                CheckSettings {
-                    enabled: true,
-                    interval: schedule.interval,
-                    timeout: schedule.timeout,
-                },
-            );
+            let mut settings = check_defaults.settings(kind);
+            if kind.needs_app() {
+                settings.enabled = settings.enabled && app.is_some();
+            }
+            checks.insert(kind, settings);
         }
         for (key, raw_check) in &raw.checks {
             let path = format!("{base}.checks.{key}");
             match key.parse::<CheckKind>() {
                 Ok(kind) => {
-                    let settings = self.check_settings(&path, raw_check, schedule);
+                    let mut settings = self.check_settings(&path, raw_check, checks[&kind]);
+                    if kind.needs_app() && app.is_none() {
+                        if raw_check.enabled == Some(true) {
+                            self.error(
+                                format!("{path}.enabled"),
+                                None,
+                                format!("the {kind} check needs app credentials: add [app] or this tenant's app"),
+                            );
+                        }
+                        settings.enabled = false;
+                    }
                     checks.insert(kind, settings);
                 }
                 Err(err) => self.error(path, None, err.to_string()),
@@ -668,21 +696,49 @@ impl Validator<'_> {
             accepted_mx,
             watch,
             checks,
+            app,
+            licence,
         })
     }
 
-    fn check_settings(
+    /// Built-in defaults per check kind, then `[checks.<kind>]` on top.
+    fn check_defaults(
         &mut self,
-        path: &str,
-        raw: &RawCheck,
+        raw: &BTreeMap<String, RawCheck>,
         schedule: &ScheduleConfig,
-    ) -> CheckSettings {
-        let interval = self.duration(
-            &format!("{path}.interval"),
-            raw.interval.as_ref(),
-            schedule.interval,
-        );
-        let default_timeout = schedule.timeout.min(interval / 2);
+    ) -> CheckDefaults {
+        let mut settings = BTreeMap::new();
+        for kind in CheckKind::ALL {
+            let interval = default_interval(kind).unwrap_or(schedule.interval);
+            settings.insert(
+                kind,
+                CheckSettings {
+                    enabled: true,
+                    interval,
+                    timeout: schedule.timeout.min(interval / 2),
+                },
+            );
+        }
+        for (key, raw_check) in raw {
+            let path = format!("checks.{key}");
+            match key.parse::<CheckKind>() {
+                Ok(kind) => {
+                    let merged = self.check_settings(&path, raw_check, settings[&kind]);
+                    settings.insert(kind, merged);
+                }
+                Err(err) => self.error(path, None, err.to_string()),
+            }
+        }
+        CheckDefaults(settings)
+    }
+
+    fn check_settings(&mut self, path: &str, raw: &RawCheck, base: CheckSettings) -> CheckSettings {
+        let interval = self.duration(&format!("{path}.interval"), raw.interval.as_ref(), base.interval);
+        let default_timeout = if raw.interval.is_some() {
+            base.timeout.min(interval / 2)
+        } else {
+            base.timeout
+        };
         let timeout = self.duration(
             &format!("{path}.timeout"),
             raw.timeout.as_ref(),
@@ -698,10 +754,41 @@ impl Validator<'_> {
             );
         }
         CheckSettings {
-            enabled: raw.enabled.unwrap_or(true),
+            enabled: raw.enabled.unwrap_or(base.enabled),
             interval,
             timeout,
         }
+    }
+}
+
+/// Each check kind's settings before a tenant's own `checks` apply.
+struct CheckDefaults(BTreeMap<CheckKind, CheckSettings>);
+
+impl CheckDefaults {
+    fn settings(&self, kind: CheckKind) -> CheckSettings {
+        self.0.get(&kind).copied().unwrap_or(CheckSettings {
+            enabled: false,
+            interval: DEFAULT_INTERVAL,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+}
+
+/// Checks whose subject changes slowly or whose service limits requests get their own
+/// default interval; the others follow `schedule.interval`.
+fn default_interval(kind: CheckKind) -> Option<Duration> {
+    match kind {
+        // RDAP servers rate-limit, and a registration date moves once a year.
+        CheckKind::Domain => Some(Duration::from_secs(12 * 3_600)),
+        CheckKind::Licence | CheckKind::Admins => Some(Duration::from_secs(3_600)),
+        // Service communications allow 240 requests a minute and 800 an hour per tenant.
+        CheckKind::Health => Some(Duration::from_secs(900)),
+        CheckKind::Dns
+        | CheckKind::SmtpRcpt
+        | CheckKind::Tenant
+        | CheckKind::Realm
+        | CheckKind::Signin
+        | CheckKind::Identity => None,
     }
 }
 

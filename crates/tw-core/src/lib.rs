@@ -14,7 +14,7 @@ pub mod config;
 
 pub use names::{CheckKind, DomainName, EmailAddress, NameError, TenantName};
 pub use observation::{
-    Direction, DnsEvidence, DnsFinding, Evidence, Observation, RcptVerdict, Reason, RecordSet,
+    Direction, DnsEvidence, DnsFinding, Evidence, HttpEvidence, HttpExchange, Observation, RcptVerdict, Reason, RecordSet,
     SmtpEvidence, Status, TlsEvidence, TranscriptLine, EVIDENCE_VERSION,
 };
 pub use secret::Secret;

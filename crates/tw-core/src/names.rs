@@ -139,16 +139,64 @@ impl fmt::Display for EmailAddress {
 pub enum CheckKind {
     Dns,
     SmtpRcpt,
+    /// OpenID discovery for each tenant domain (no credentials).
+    Tenant,
+    /// User realm discovery per watched identity (no credentials).
+    Realm,
+    /// RDAP registration expiry of each tenant domain (no credentials).
+    Domain,
+    /// A client-credentials token for the MSP's app in the tenant.
+    Signin,
+    /// Graph user lookup per watched identity.
+    Identity,
+    /// Subscribed SKUs, subscriptions and each watched identity's mailbox plan.
+    Licence,
+    /// Number of enabled Global Administrators.
+    Admins,
+    /// Microsoft's service health for Exchange Online and Entra ID.
+    Health,
 }
 
 impl CheckKind {
-    pub const ALL: [CheckKind; 2] = [CheckKind::Dns, CheckKind::SmtpRcpt];
+    pub const ALL: [CheckKind; 10] = [
+        CheckKind::Dns,
+        CheckKind::SmtpRcpt,
+        CheckKind::Tenant,
+        CheckKind::Realm,
+        CheckKind::Domain,
+        CheckKind::Signin,
+        CheckKind::Identity,
+        CheckKind::Licence,
+        CheckKind::Admins,
+        CheckKind::Health,
+    ];
+
+    /// Checks that call Microsoft Graph or the token endpoint with the MSP's app; they run
+    /// only for tenants with app credentials.
+    pub fn needs_app(self) -> bool {
+        matches!(
+            self,
+            CheckKind::Signin
+                | CheckKind::Identity
+                | CheckKind::Licence
+                | CheckKind::Admins
+                | CheckKind::Health
+        )
+    }
 
     /// The one spelling used in config, metrics, the CLI and the database.
     pub fn as_str(self) -> &'static str {
         match self {
             CheckKind::Dns => "dns",
             CheckKind::SmtpRcpt => "smtp_rcpt",
+            CheckKind::Tenant => "tenant",
+            CheckKind::Realm => "realm",
+            CheckKind::Domain => "domain",
+            CheckKind::Signin => "signin",
+            CheckKind::Identity => "identity",
+            CheckKind::Licence => "licence",
+            CheckKind::Admins => "admins",
+            CheckKind::Health => "health",
         }
     }
 }

@@ -144,6 +144,58 @@ reasons! {
     TlsFailed => "tls_failed", Unknown, "STARTTLS failed (handshake or certificate)";
     DnsUnavailable => "dns_unavailable", Unknown, "DNS lookups failed (timeout or server failure)";
     Shutdown => "shutdown", Unknown, "the daemon shut down before the probe finished";
+    // tenant (OpenID discovery)
+    TenantKnown => "tenant_known", Ok, "Entra ID knows the domain and it belongs to the expected tenant";
+    TenantUnknown => "tenant_unknown", Critical, "Entra ID does not know the tenant or domain (AADSTS90002)";
+    TenantMoved => "tenant_moved", Critical, "the domain now resolves to another tenant id";
+    // realm (user realm discovery)
+    RealmOk => "realm_ok", Ok, "the identity's domain is Managed or Federated in Entra ID";
+    RealmUnknown => "realm_unknown", Critical, "Entra ID reports the identity's domain as Unknown";
+    RealmChanged => "realm_changed", Warning, "the domain's namespace type changed (Managed <-> Federated) or it sits in an unmanaged tenant";
+    // domain (RDAP)
+    RegistrationOk => "registration_ok", Ok, "the domain registration is not close to expiry";
+    RegistrationExpiring => "registration_expiring", Warning, "the domain registration expires within the warning threshold";
+    RegistrationExpiringSoon => "registration_expiring_soon", Critical, "the domain registration expires within the critical threshold";
+    RegistrationExpired => "registration_expired", Critical, "the domain registration has expired or is on hold, in redemption or pending delete";
+    RdapUnavailable => "rdap_unavailable", Unknown, "no RDAP service covers the domain, or it did not answer usefully";
+    // signin (client-credentials token)
+    TokenIssued => "token_issued", Ok, "Entra ID issued an app-only token for the tenant";
+    MonitorAccessLost => "monitor_access_lost", Critical, "the app is gone from the tenant, disabled, or its consent was revoked";
+    CredentialInvalid => "credential_invalid", Critical, "the app's client secret or certificate was refused";
+    CredentialExpired => "credential_expired", Critical, "the app's client secret or certificate has expired";
+    CredentialExpiring => "credential_expiring", Warning, "the app's client secret or certificate expires soon";
+    BlockedByPolicy => "blocked_by_policy", Critical, "a tenant policy (conditional access, security defaults) blocks the app";
+    ServiceDisabled => "service_disabled", Warning, "a resource service principal is disabled or not subscribed (often a lapsed subscription)";
+    MonitorMisconfigured => "monitor_misconfigured", Unknown, "the request was refused for a reason on the monitor's side (config, wrong cloud, clock)";
+    // identity (Graph user)
+    IdentityOk => "identity_ok", Ok, "the user exists, is enabled and still carries the watched address";
+    IdentityDeleted => "identity_deleted", Critical, "the user was deleted and sits in deleted items (restorable for 30 days)";
+    IdentityNotFound => "identity_not_found", Critical, "the user does not exist and is not in deleted items";
+    IdentityDisabled => "identity_disabled", Critical, "the user account is disabled";
+    AddressRemoved => "address_removed", Critical, "the watched address is no longer among the user's addresses";
+    // licence (SKUs, subscriptions, mailbox plan)
+    LicencesOk => "licences_ok", Ok, "SKUs and subscriptions are enabled and watched identities keep their mailbox plan";
+    LicenceGrace => "licence_grace", Warning, "a SKU or subscription is in its grace period (Warning)";
+    LicenceSuspended => "licence_suspended", Critical, "a SKU or subscription is Suspended or LockedOut";
+    LicenceLapsed => "licence_lapsed", Critical, "a trial or hand-renewed subscription passed its end date";
+    RenewalDue => "renewal_due", Warning, "a trial or hand-renewed subscription ends within a warning threshold";
+    SeatsOverConsumed => "seats_over_consumed", Warning, "more licences are assigned than the SKU has enabled seats";
+    MailboxPlanLost => "mailbox_plan_lost", Warning, "a watched identity lost its Exchange mailbox plan (the mailbox will be disconnected)";
+    // admins (Global Administrators)
+    AdminsOk => "admins_ok", Ok, "two or more enabled Global Administrators";
+    SingleAdmin => "single_admin", Warning, "only one enabled Global Administrator (no independent second admin identity)";
+    NoAdmin => "no_admin", Critical, "no enabled Global Administrator";
+    // health (Microsoft service health)
+    ServiceOperational => "service_operational", Ok, "Microsoft reports Exchange Online and Entra ID operational";
+    ServiceIssueReported => "service_issue_reported", Ok, "Microsoft reports an issue (kept as context; not alerting by default)";
+    ServiceDegraded => "service_degraded", Warning, "Microsoft reports Exchange Online or Entra ID degraded or interrupted (alerting enabled)";
+    // HTTP faults shared by the Entra, Graph and RDAP checks
+    Throttled => "throttled", Unknown, "the service throttled the monitor (429 or a throttling code)";
+    ServiceUnavailable => "service_unavailable", Unknown, "the service answered with a server error or a transient code";
+    PermissionDenied => "permission_denied", Unknown, "the app lacks the permission to read this (403)";
+    NoToken => "no_token", Unknown, "no app token for the tenant, so Graph could not be asked";
+    HttpError => "http_error", Unknown, "an HTTP answer the check does not recognise";
+    MalformedResponse => "malformed_response", Unknown, "the response body was not the expected JSON";
 }
 
 impl fmt::Display for Reason {
@@ -186,6 +238,45 @@ pub enum Evidence {
     None,
     Dns(DnsEvidence),
     SmtpRcpt(SmtpEvidence),
+    /// Entra ID, Graph and RDAP checks: the HTTP exchanges and what was read from them.
+    Http(HttpEvidence),
+}
+
+/// What an HTTP-based check saw. Never holds a token, secret or assertion.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HttpEvidence {
+    /// Every request made, in order, retries included.
+    pub exchanges: Vec<HttpExchange>,
+    /// What the check read, by name (`tenant_id`, `namespace_type`, `object_id`,
+    /// `deleted_at`, `restorable_until`, `expires_at`, …).
+    pub facts: BTreeMap<String, String>,
+    /// One human line per finding (`SKU ENTERPRISEPREMIUM is Suspended`).
+    pub findings: Vec<String>,
+}
+
+/// One request and its answer, with the identifiers Microsoft support asks for.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HttpExchange {
+    pub method: String,
+    /// Scheme, host and path with the query; never carries a credential.
+    pub url: String,
+    pub status: Option<u16>,
+    pub elapsed_ms: u64,
+    /// The `client-request-id` the probe sent.
+    pub client_request_id: Option<String>,
+    /// `request-id` (Graph) or `x-ms-request-id` (login) of the answer.
+    pub request_id: Option<String>,
+    /// Graph `error.code` or OAuth `error`.
+    pub error_code: Option<String>,
+    /// AADSTS numbers from `error_codes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aadsts: Vec<u32>,
+    pub trace_id: Option<String>,
+    pub correlation_id: Option<String>,
+    /// Seconds the server asked to wait (`Retry-After`).
+    pub retry_after_s: Option<u64>,
+    /// Transport failure or decoding problem, when there was one.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -274,7 +365,23 @@ mod tests {
                 "domain_not_accepted",
                 "mx_missing",
                 "mx_not_microsoft",
-                "domain_not_found"
+                "domain_not_found",
+                "tenant_unknown",
+                "tenant_moved",
+                "realm_unknown",
+                "registration_expiring_soon",
+                "registration_expired",
+                "monitor_access_lost",
+                "credential_invalid",
+                "credential_expired",
+                "blocked_by_policy",
+                "identity_deleted",
+                "identity_not_found",
+                "identity_disabled",
+                "address_removed",
+                "licence_suspended",
+                "licence_lapsed",
+                "no_admin",
             ]
         );
     }
@@ -290,6 +397,14 @@ mod tests {
             Reason::TlsFailed,
             Reason::DnsUnavailable,
             Reason::Shutdown,
+            Reason::Throttled,
+            Reason::ServiceUnavailable,
+            Reason::PermissionDenied,
+            Reason::NoToken,
+            Reason::HttpError,
+            Reason::MalformedResponse,
+            Reason::RdapUnavailable,
+            Reason::MonitorMisconfigured,
         ] {
             assert_eq!(reason.status(), Status::Unknown, "{reason}");
         }

@@ -43,6 +43,29 @@ impl Timestamp {
         Timestamp(self.0.saturating_sub(millis))
     }
 
+    /// Parses the UTC times Microsoft, RDAP servers and operators write: RFC 3339 with `Z`,
+    /// `+00:00` or no zone at all (taken as UTC), fractional seconds, or a bare date
+    /// (`2027-03-01`, midnight UTC). Other offsets are refused rather than misread.
+    pub fn parse_utc(raw: &str) -> Option<Timestamp> {
+        let raw = raw.trim();
+        let normalised = if raw.len() == 10 {
+            format!("{raw}T00:00:00Z")
+        } else if let Some(head) = raw.strip_suffix("+00:00") {
+            format!("{head}Z")
+        } else {
+            raw.to_owned()
+        };
+        let at = humantime::parse_rfc3339_weak(&normalised).ok()?;
+        let millis = at.duration_since(UNIX_EPOCH).ok()?.as_millis();
+        i64::try_from(millis).ok().map(Timestamp)
+    }
+
+    /// Whole days from `self` until `later` (negative when `later` is in the past),
+    /// rounded towards minus infinity so "expires in 0 days" means today.
+    pub fn days_until(self, later: Timestamp) -> i64 {
+        later.0.saturating_sub(self.0).div_euclid(86_400_000)
+    }
+
     /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.
     pub fn millis_since(self, earlier: Timestamp) -> u64 {
         u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0)
@@ -86,6 +109,30 @@ mod tests {
             format!("{}ms-after-epoch", i64::MAX)
         );
         assert_eq!(Timestamp(-5).to_string(), "5ms-before-epoch");
+    }
+
+    #[test]
+    fn parses_the_utc_spellings_in_the_wild() {
+        let at = Timestamp(1_786_593_600_000); // 2026-08-13T04:00:00Z
+        assert_eq!(Timestamp::parse_utc("2026-08-13T04:00:00Z"), Some(at));
+        assert_eq!(Timestamp::parse_utc("2026-08-13T04:00:00"), Some(at));
+        assert_eq!(Timestamp::parse_utc("2026-08-13T04:00:00+00:00"), Some(at));
+        assert_eq!(Timestamp::parse_utc("2026-08-13T04:00:00.000Z"), Some(at));
+        assert_eq!(
+            Timestamp::parse_utc("2026-08-13"),
+            Some(Timestamp(1_786_579_200_000))
+        );
+        assert_eq!(Timestamp::parse_utc("2026-08-13T04:00:00+02:00"), None);
+        assert_eq!(Timestamp::parse_utc("soon"), None);
+        assert_eq!(Timestamp::parse_utc(""), None);
+    }
+
+    #[test]
+    fn days_until_rounds_down() {
+        let now = Timestamp(1_786_593_600_000);
+        assert_eq!(now.days_until(now.plus(Duration::from_secs(86_400 * 7))), 7);
+        assert_eq!(now.days_until(now.plus(Duration::from_secs(3_600))), 0);
+        assert_eq!(now.days_until(now.minus(Duration::from_secs(3_600))), -1);
     }
 
     #[test]

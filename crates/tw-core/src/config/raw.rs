@@ -27,6 +27,11 @@ pub(super) struct RawConfig {
     pub(super) routes: Vec<super::alerting::RawRoute>,
     #[serde(default)]
     pub(super) silences: Vec<super::alerting::RawSilence>,
+    pub(super) entra: Option<super::entra::RawEntra>,
+    pub(super) app: Option<super::entra::RawApp>,
+    /// Defaults for every tenant's `checks`.
+    #[serde(default)]
+    pub(super) checks: BTreeMap<String, RawCheck>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +89,9 @@ pub(super) struct RawTenant {
     pub(super) watch: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) checks: BTreeMap<String, RawCheck>,
+    /// Overrides `[app]` for this tenant.
+    pub(super) app: Option<super::entra::RawApp>,
+    pub(super) licence: Option<super::entra::RawLicence>,
 }
 
 #[derive(Deserialize)]

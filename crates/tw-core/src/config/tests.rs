@@ -81,7 +81,7 @@ fn unknown_top_level_key_is_rejected_with_its_line() {
     let rendered: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
     assert_eq!(
         rendered,
-        ["listen (line 1): unknown field `listen`, expected one of `server`, `store`, `schedule`, `smtp`, `dns`, `tenants`, `alerting`, `heartbeat`, `receivers`, `routes`, `silences`"]
+        ["listen (line 1): unknown field `listen`, expected one of `server`, `store`, `schedule`, `smtp`, `dns`, `tenants`, `alerting`, `heartbeat`, `receivers`, `routes`, `silences`, `entra`, `app`, `checks`"]
     );
 }
 
@@ -135,7 +135,7 @@ domain = "FAB.com"
             "tenants[0].tenant_id (line 16): \"nope\" is not a tenant id GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
             "tenants[0].watch[0] (line 17): admin@fabrikam.com is not on one of this tenant's domains (add fabrikam.com to extra_domains)",
             "tenants[0].watch[1] (line 17): \"broken\" is not a valid e-mail address (expected local-part@domain)",
-            "tenants[0].checks.smpt_rcpt: unknown check kind \"smpt_rcpt\" (known: dns, smtp_rcpt)",
+            "tenants[0].checks.smpt_rcpt: unknown check kind \"smpt_rcpt\" (known: dns, smtp_rcpt, tenant, realm, domain, signin, identity, licence, admins, health)",
             "tenants[2].name (line 24): duplicate tenant name \"fab\"",
             "tenants[2].domain (line 25): domain fab.com already belongs to tenant \"fab\"; a domain is verified in one tenant only",
         ],
@@ -375,6 +375,114 @@ fn silences_are_time_windows_matching_tenant_check_and_target() {
             "silences[0].start (line 6): \"tomorrow\" is not a UTC time such as \"2026-11-24T22:00:00Z\"",
             "silences[0].reason: say why (it is logged with every alert it holds back)",
             "silences[1].end (line 11): must be after start",
+        ],
+    );
+}
+
+#[test]
+fn app_checks_follow_app_credentials_and_global_check_defaults_apply() {
+    let config = check_valid(
+        r#"
+[checks.realm]
+enabled = false
+[checks.tenant]
+interval = "10m"
+
+[app]
+client_id = "11111111-2222-4333-8444-555555555555"
+client_secret_env = "TW_APP_SECRET"
+credential_expires = "2027-03-01"
+
+[[tenants]]
+name = "with-app"
+domain = "contoso.com"
+
+[[tenants]]
+name = "own-cert"
+domain = "fabrikam.com"
+[tenants.app]
+client_id = "AAAAAAAA-2222-4333-8444-555555555555"
+certificate_file = "/etc/tenantwatch/app.pem"
+private_key_file = "/run/credentials/tenantwatch.service/app.key"
+[tenants.licence]
+renewal_warn_days = [7, 30]
+manual_renewal = ["ENTERPRISEPREMIUM"]
+[tenants.checks.admins]
+enabled = false
+"#,
+    );
+    let with_app = &config.tenants[0];
+    assert!(with_app.enabled_check(CheckKind::Identity).is_some());
+    assert!(with_app.enabled_check(CheckKind::Realm).is_none());
+    assert_eq!(
+        with_app.checks[&CheckKind::Tenant].interval,
+        Duration::from_secs(600)
+    );
+    assert_eq!(
+        with_app.checks[&CheckKind::Domain].interval,
+        Duration::from_secs(12 * 3600)
+    );
+    let app = with_app.app.as_ref().unwrap();
+    assert_eq!(app.client_id, "11111111-2222-4333-8444-555555555555");
+    assert_eq!(
+        app.credential,
+        AppCredential::Secret(SecretSource::Env("TW_APP_SECRET".into()))
+    );
+    assert_eq!(
+        app.credential_expires,
+        Timestamp::parse_utc("2027-03-01")
+    );
+    assert_eq!(with_app.licence.renewal_warn_days, [30, 14, 7, 1]);
+
+    let own = &config.tenants[1];
+    let own_app = own.app.as_ref().unwrap();
+    assert_eq!(own_app.client_id, "aaaaaaaa-2222-4333-8444-555555555555");
+    assert!(matches!(own_app.credential, AppCredential::Certificate { .. }));
+    assert!(own.enabled_check(CheckKind::Admins).is_none());
+    assert_eq!(own.licence.renewal_warn_days, [30, 7]);
+    assert_eq!(own.licence.manual_renewal, ["ENTERPRISEPREMIUM"]);
+}
+
+#[test]
+fn app_checks_are_off_without_an_app_and_asking_for_one_is_an_error() {
+    let config = check_valid("[[tenants]]\nname = \"a\"\ndomain = \"a.com\"\n");
+    let tenant = &config.tenants[0];
+    for kind in CheckKind::ALL {
+        assert_eq!(
+            tenant.enabled_check(kind).is_some(),
+            !kind.needs_app(),
+            "{kind}"
+        );
+    }
+    check_errors(
+        "[[tenants]]\nname = \"a\"\ndomain = \"a.com\"\n[tenants.checks.identity]\nenabled = true\n",
+        &["tenants[0].checks.identity.enabled: the identity check needs app credentials: add [app] or this tenant's app"],
+    );
+}
+
+#[test]
+fn bad_app_and_entra_settings_are_all_reported() {
+    check_errors(
+        r#"
+[entra]
+cloud = "mars"
+login_url = "ftp://login"
+domain_warn_days = 5
+domain_critical_days = 9
+
+[app]
+client_id = "not-a-guid"
+client_secret_env = "X"
+certificate_file = "/x.pem"
+credential_expires = "someday"
+"#,
+        &[
+            "entra.cloud (line 7): unknown cloud \"mars\" (known: global, us_gov_high, us_gov_dod, china)",
+            "entra.login_url (line 8): \"ftp://login\" is not an http:// or https:// URL",
+            "entra.domain_critical_days (line 10): must not exceed domain_warn_days (5)",
+            "app.client_id (line 13): \"not-a-guid\" is not an application (client) id GUID",
+            "app.client_secret_file: give a client secret or a certificate with its private key, not both",
+            "app.credential_expires (line 16): \"someday\" is not a date such as \"2027-03-01\" or \"2027-03-01T12:00:00Z\"",
         ],
     );
 }
