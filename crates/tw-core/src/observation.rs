@@ -242,6 +242,11 @@ pub enum Evidence {
     Http(HttpEvidence),
 }
 
+/// The facts an HTTP check needs again on its next run (and after a restart): the object id
+/// of a watched identity, the namespace type of its domain, the tenant id a domain resolved
+/// to. The store keeps these and nothing else of `HttpEvidence::facts` beyond the evidence.
+pub const REMEMBERED_FACTS: [&str; 3] = ["object_id", "namespace_type", "tenant_id"];
+
 /// What an HTTP-based check saw. Never holds a token, secret or assertion.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct HttpEvidence {

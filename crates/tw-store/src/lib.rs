@@ -12,6 +12,7 @@ mod check_state;
 mod codec;
 mod dns_snapshots;
 mod error;
+mod learned;
 mod meta;
 mod observations;
 mod outbox;
@@ -32,6 +33,7 @@ use crate::check_state::StateCache;
 pub use crate::check_state::CheckState;
 pub use crate::dns_snapshots::DnsSnapshot;
 pub use crate::error::StoreError;
+pub use crate::learned::LearnedFacts;
 pub use crate::observations::StoredObservation;
 pub use crate::outbox::{
     AlertStateRow, AlertWrites, DeliveryOutcome, NewDelivery, OutboxRow, OutboxStats,
@@ -171,6 +173,11 @@ impl Store {
     /// Every (tenant, domain)'s last DNS record set, ordered by tenant and domain.
     pub async fn dns_snapshots(&self) -> Result<Vec<DnsSnapshot>, StoreError> {
         dns_snapshots::list(&self.inner.pool).await
+    }
+
+    /// Every target's remembered facts (object ids, namespace types, tenant ids).
+    pub async fn learned_facts(&self) -> Result<Vec<LearnedFacts>, StoreError> {
+        learned::list(&self.inner.pool).await
     }
 
     /// Stored observations, newest first, at most `limit` of them; each filter that is `Some`

@@ -320,6 +320,8 @@ async fn stage_chunk(
             state_change: step.state_change,
         })
         .collect();
+    let stored: Vec<&Observation> = to_store.iter().map(|row| row.observation).collect();
+    crate::learned::upsert_many(conn, &stored).await?;
     // Keys are distinct within a chunk, so check_id identifies the observation written.
     let stored_ids: HashMap<i64, i64> = observations::insert_many(conn, &to_store)
         .await?

@@ -1212,3 +1212,65 @@ async fn values_this_build_does_not_know_are_decode_errors() {
     assert!(!err.is_retryable());
     conn.close().await.unwrap();
 }
+
+fn identity(target: &str, reason: Reason, facts: &[(&str, &str)], at: i64) -> Observation {
+    Observation {
+        check: CheckKind::Identity,
+        evidence: Evidence::Http(tw_core::HttpEvidence {
+            facts: facts
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        }),
+        ..rcpt("contoso", target, reason, at)
+    }
+}
+
+#[tokio::test]
+async fn learned_facts_survive_a_restart_and_merge_without_losing_earlier_values() {
+    let fixture = fresh().await;
+    let id = "87d349ed-0000-4000-8000-5f2406dee5bd";
+    fixture
+        .store
+        .record(
+            &[identity(
+                ADMIN,
+                Reason::IdentityOk,
+                &[("object_id", id), ("account_enabled", "true")],
+                T0,
+            )],
+            POLICY,
+        )
+        .await
+        .unwrap();
+    // A later state change that did not learn the id (the user is gone) keeps it.
+    fixture
+        .store
+        .record(
+            &[identity(ADMIN, Reason::IdentityDeleted, &[("deleted_at", "x")], T0 + MINUTE)],
+            POLICY,
+        )
+        .await
+        .unwrap();
+    fixture.store.close().await;
+
+    let store = Store::open(&fixture.path).await.unwrap();
+    let learned = store.learned_facts().await.unwrap();
+    assert_eq!(learned.len(), 1, "{learned:?}");
+    assert_eq!(learned[0].check, CheckKind::Identity);
+    assert_eq!(learned[0].target, ADMIN);
+    // Only remembered keys are kept; the rest is in the observation's evidence.
+    assert_eq!(
+        learned[0].facts,
+        BTreeMap::from([("object_id".to_owned(), id.to_owned())])
+    );
+    assert_eq!(learned[0].seen_at, Timestamp(T0));
+
+    // An observation without evidence (or sampled out) leaves the row alone.
+    store
+        .record(&[rcpt("contoso", SALES, Reason::RecipientAccepted, T0)], POLICY)
+        .await
+        .unwrap();
+    assert_eq!(store.learned_facts().await.unwrap().len(), 1);
+}
