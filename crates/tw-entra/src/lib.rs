@@ -8,7 +8,10 @@
 //! Credentials (client secret, private key, access tokens) are [`tw_core::Secret`]s and never
 //! reach evidence, logs or error text.
 
+pub mod aadsts;
+pub mod discovery;
 pub mod http;
+pub mod realm;
 
 use tw_core::{HttpEvidence, Reason};
 
