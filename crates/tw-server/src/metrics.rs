@@ -32,6 +32,9 @@ pub struct Metrics {
     check_last_run: GaugeVec,
     check_since: GaugeVec,
     smtp_reply_code: IntGaugeVec,
+    global_admins: IntGaugeVec,
+    service_health: IntGaugeVec,
+    expiry_days: IntGaugeVec,
     probe_duration: HistogramVec,
     probe_runs: IntCounterVec,
     lateness: HistogramVec,
@@ -57,6 +60,27 @@ pub struct Metrics {
     targets: Mutex<HashMap<TargetKey, Option<(Status, Reason)>>>,
     /// Makes the read-then-add of `set_scheduler` atomic across concurrent scrapes.
     scheduler_sync: Mutex<()>,
+}
+
+/// The services whose health is exported: Exchange Online and Entra ID (Identity Service),
+/// by their Graph service ids. Every service of every tenant would be 30 series per tenant.
+const HEALTH_SERVICES: [&str; 2] = ["Exchange", "OrgLiveID"];
+
+/// Graph's serviceHealthStatus values that mean "working" (compared case-insensitively: the
+/// documentation prints PascalCase, real answers are camelCase).
+fn is_operational(status: &str) -> bool {
+    [
+        "serviceOperational",
+        "serviceRestored",
+        "falsePositive",
+        "resolved",
+        "resolvedExternal",
+        "mitigated",
+        "mitigatedExternal",
+        "postIncidentReviewPublished",
+    ]
+    .iter()
+    .any(|ok| ok.eq_ignore_ascii_case(status))
 }
 
 /// (tenant, check, target) label values.
@@ -96,6 +120,27 @@ impl Metrics {
                 "Last SMTP reply code to RCPT TO for a watched address (0: no reply)",
             ),
             &["tenant", "target"],
+        )?;
+        let global_admins = IntGaugeVec::new(
+            Opts::new(
+                "tenantwatch_global_admins",
+                "Enabled Global Administrators counted by the admins check",
+            ),
+            &["tenant"],
+        )?;
+        let service_health = IntGaugeVec::new(
+            Opts::new(
+                "tenantwatch_service_health",
+                "Microsoft's service health per tenant: 0 operational, 1 an issue reported (Exchange, OrgLiveID)",
+            ),
+            &["tenant", "service"],
+        )?;
+        let expiry_days = IntGaugeVec::new(
+            Opts::new(
+                "tenantwatch_expiry_days",
+                "Days until something the check watches runs out: domain registration (domain), app credential (signin), the nearest counted subscription end (licence)",
+            ),
+            target_labels,
         )?;
         let probe_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -199,6 +244,9 @@ impl Metrics {
         registry.register(Box::new(check_last_run.clone()))?;
         registry.register(Box::new(check_since.clone()))?;
         registry.register(Box::new(smtp_reply_code.clone()))?;
+        registry.register(Box::new(global_admins.clone()))?;
+        registry.register(Box::new(service_health.clone()))?;
+        registry.register(Box::new(expiry_days.clone()))?;
         registry.register(Box::new(probe_duration.clone()))?;
         registry.register(Box::new(probe_runs.clone()))?;
         registry.register(Box::new(lateness.clone()))?;
@@ -240,6 +288,9 @@ impl Metrics {
             check_last_run,
             check_since,
             smtp_reply_code,
+            global_admins,
+            service_health,
+            expiry_days,
             probe_duration,
             probe_runs,
             lateness,
@@ -301,6 +352,9 @@ impl Metrics {
                 .set(observation.started_at.as_secs_f64());
         }
 
+        if let Evidence::Http(evidence) = &observation.evidence {
+            self.observe_http_facts(observation, &evidence.facts);
+        }
         if let Evidence::SmtpRcpt(evidence) = &observation.evidence {
             let code = evidence
                 .rcpt
@@ -313,6 +367,52 @@ impl Metrics {
                 .set(i64::from(code));
         }
         changed
+    }
+
+    /// Gauges read from what an HTTP check found. A fact missing this time (the check could
+    /// not tell) leaves the last value standing, like the status gauge's last verdict.
+    fn observe_http_facts(
+        &self,
+        observation: &Observation,
+        facts: &std::collections::BTreeMap<String, String>,
+    ) {
+        let tenant = observation.tenant.as_str();
+        match observation.check {
+            CheckKind::Admins => {
+                if let Some(count) = facts.get("admin_count").and_then(|v| v.parse::<i64>().ok()) {
+                    self.global_admins.with_label_values(&[tenant]).set(count);
+                }
+            }
+            CheckKind::Health => {
+                for service in HEALTH_SERVICES {
+                    if let Some(status) = facts.get(&format!("service.{service}")) {
+                        let value = i64::from(!is_operational(status));
+                        self.service_health
+                            .with_label_values(&[tenant, service])
+                            .set(value);
+                    }
+                }
+            }
+            CheckKind::Domain | CheckKind::Signin | CheckKind::Licence => {
+                // The licence check reports one figure per counted subscription; the nearest
+                // end is the one a dashboard sorts by.
+                let days = facts
+                    .iter()
+                    .filter(|(key, _)| *key == "days_left" || key.ends_with(".days_left"))
+                    .filter_map(|(_, value)| value.parse::<i64>().ok())
+                    .min();
+                if let Some(days) = days {
+                    self.expiry_days
+                        .with_label_values(&[
+                            tenant,
+                            observation.check.as_str(),
+                            &observation.target,
+                        ])
+                        .set(days);
+                }
+            }
+            _ => {}
+        }
     }
 
     pub fn record_store_result(&self, result: StoreResult, now_secs: f64) {
@@ -386,6 +486,17 @@ impl Metrics {
             let _ = self
                 .smtp_reply_code
                 .remove_label_values(&[tenant.as_str(), target.as_str()]);
+            let _ = self.expiry_days.remove_label_values(&labels);
+            if check == CheckKind::Admins.as_str() {
+                let _ = self.global_admins.remove_label_values(&[tenant.as_str()]);
+            }
+            if check == CheckKind::Health.as_str() {
+                for service in HEALTH_SERVICES {
+                    let _ = self
+                        .service_health
+                        .remove_label_values(&[tenant.as_str(), service]);
+                }
+            }
             false
         });
         for key in configured {

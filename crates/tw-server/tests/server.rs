@@ -9,7 +9,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tower::ServiceExt;
 use tw_core::{
-    CheckKind, Evidence, Observation, RcptVerdict, Reason, SmtpEvidence, TenantName, Timestamp,
+    CheckKind, Evidence, HttpEvidence, Observation, RcptVerdict, Reason, SmtpEvidence, TenantName,
+    Timestamp,
 };
 use tw_server::{router, Health, Metrics, ServerState};
 
@@ -142,4 +143,88 @@ async fn readyz_lists_every_reason_it_is_not_ready() {
         (status, body.contains("shutting down")),
         (StatusCode::SERVICE_UNAVAILABLE, true)
     );
+}
+
+fn http_observation(
+    check: CheckKind,
+    target: &str,
+    reason: Reason,
+    facts: &[(&str, &str)],
+) -> Observation {
+    Observation {
+        check,
+        evidence: Evidence::Http(HttpEvidence {
+            facts: facts
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..HttpEvidence::default()
+        }),
+        ..observation(target, reason, 0)
+    }
+}
+
+#[tokio::test]
+async fn http_check_facts_become_gauges_and_leave_with_their_target() {
+    let state = state();
+    let keys = [
+        ("contoso".into(), "admins".into(), "contoso".into()),
+        ("contoso".into(), "health".into(), "contoso".into()),
+        ("contoso".into(), "domain".into(), "contoso.com".into()),
+        ("contoso".into(), "licence".into(), "contoso".into()),
+    ];
+    state.metrics.set_targets(keys.clone());
+    state.metrics.observe(&http_observation(
+        CheckKind::Admins,
+        "contoso",
+        Reason::SingleAdmin,
+        &[("admin_count", "1")],
+    ));
+    state.metrics.observe(&http_observation(
+        CheckKind::Health,
+        "contoso",
+        Reason::ServiceIssueReported,
+        &[
+            ("service.Exchange", "ServiceDegradation"),
+            ("service.OrgLiveID", "serviceOperational"),
+            ("service.SharePoint", "serviceInterruption"),
+        ],
+    ));
+    state.metrics.observe(&http_observation(
+        CheckKind::Domain,
+        "contoso.com",
+        Reason::RegistrationExpiring,
+        &[("days_left", "21"), ("registrar", "Example Registrar LLC")],
+    ));
+    state.metrics.observe(&http_observation(
+        CheckKind::Licence,
+        "contoso",
+        Reason::RenewalDue,
+        &[
+            ("subscription.a.days_left", "40"),
+            ("subscription.b.days_left", "6"),
+        ],
+    ));
+    let (_, body) = get(&state, "/metrics").await;
+    for line in [
+        r#"tenantwatch_global_admins{tenant="contoso"} 1"#,
+        r#"tenantwatch_service_health{service="Exchange",tenant="contoso"} 1"#,
+        r#"tenantwatch_service_health{service="OrgLiveID",tenant="contoso"} 0"#,
+        r#"tenantwatch_expiry_days{check="domain",target="contoso.com",tenant="contoso"} 21"#,
+        r#"tenantwatch_expiry_days{check="licence",target="contoso",tenant="contoso"} 6"#,
+    ] {
+        assert!(body.contains(line), "missing {line} in\n{body}");
+    }
+    // Only the two services that matter are exported.
+    assert!(!body.contains("SharePoint"), "{body}");
+
+    state.metrics.set_targets(Vec::new());
+    let (_, body) = get(&state, "/metrics").await;
+    for family in [
+        "tenantwatch_global_admins{",
+        "tenantwatch_service_health{",
+        "tenantwatch_expiry_days{",
+    ] {
+        assert!(!body.contains(family), "{family} left behind:\n{body}");
+    }
 }
