@@ -10,6 +10,7 @@
 
 pub mod aadsts;
 pub mod discovery;
+pub mod graph;
 pub mod http;
 pub mod realm;
 
