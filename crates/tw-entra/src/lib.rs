@@ -9,10 +9,14 @@
 //! reach evidence, logs or error text.
 
 pub mod aadsts;
+pub mod credentials;
 pub mod discovery;
 pub mod graph;
 pub mod http;
+pub mod rdap;
 pub mod realm;
+pub mod signin;
+pub mod token;
 
 use tw_core::{HttpEvidence, Reason};
 
