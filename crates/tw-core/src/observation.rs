@@ -196,6 +196,14 @@ reasons! {
     NoToken => "no_token", Unknown, "no app token for the tenant, so Graph could not be asked";
     HttpError => "http_error", Unknown, "an HTTP answer the check does not recognise";
     MalformedResponse => "malformed_response", Unknown, "the response body was not the expected JSON";
+    // mailflow (a tagged message through a non-Microsoft relay, bounces read over IMAP)
+    NoBounce => "no_bounce", Ok, "the relay took the probe message and no delivery status notification (DSN) came back within the wait";
+    MailBounced => "mail_bounced", Critical, "a DSN says the recipient is unknown or unresolvable (5.1.x such as 5.1.1 or 5.1.10, or 5.4.1)";
+    MailDelayed => "mail_delayed", Warning, "a DSN says delivery to the recipient is delayed (action delayed, a 4.x.x status)";
+    MailFailed => "mail_failed", Warning, "a DSN reports a permanent failure on the recipient's side that does not say the recipient is gone (mailbox full or disabled, routing loop, message expired in the queue)";
+    BounceInconclusive => "bounce_inconclusive", Unknown, "a DSN reports a failure for a reason on the sending side or in policy (5.7.x, 5.5.x, 5.6.x, a sender or syntax status): it does not tell whether the mailbox works";
+    RelayFailed => "relay_failed", Unknown, "the submission relay could not be reached or did not take the probe message (connect, TLS, AUTH, MAIL, RCPT or DATA)";
+    MailboxUnreadable => "mailbox_unreadable", Unknown, "the bounce mailbox could not be read over IMAP (connect, TLS, login or folder)";
 }
 
 impl fmt::Display for Reason {
@@ -240,6 +248,8 @@ pub enum Evidence {
     SmtpRcpt(SmtpEvidence),
     /// Entra ID, Graph and RDAP checks: the HTTP exchanges and what was read from them.
     Http(HttpEvidence),
+    /// The mailflow check: the probe message, the relay dialogue and any bounce for it.
+    Mailflow(MailflowEvidence),
 }
 
 /// The facts an HTTP check needs again on its next run (and after a restart): the object id
@@ -282,6 +292,63 @@ pub struct HttpExchange {
     pub retry_after_s: Option<u64>,
     /// Transport failure or decoding problem, when there was one.
     pub error: Option<String>,
+}
+
+/// What the mailflow check saw. The relay's AUTH exchange appears only as `[redacted]`; no
+/// password, in clear or base64, is ever part of it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MailflowEvidence {
+    /// The unique tag of this probe message (in its Message-ID, subject and
+    /// `X-Tenantwatch-Probe` header); a DSN is matched to the probe by it.
+    pub tag: String,
+    /// The probe message's Message-ID, angle brackets included.
+    pub message_id: String,
+    pub mail_from: String,
+    pub rcpt_to: String,
+    /// The relay as `host:port`.
+    pub relay: String,
+    /// When the relay accepted the message (its reply to the end of DATA).
+    pub sent_at: Option<Timestamp>,
+    /// The relay's reply to the message, which usually names its queue id.
+    pub relay_reply: Option<String>,
+    /// The SMTP dialogue with the relay; AUTH lines redacted.
+    pub relay_transcript: Vec<TranscriptLine>,
+    /// The bounce mailbox as `user@host:port/folder`.
+    pub mailbox: String,
+    /// The IMAP dialogue (login redacted, message contents left out), shortened when long.
+    pub imap_transcript: Vec<TranscriptLine>,
+    /// How often the bounce mailbox was searched for a DSN.
+    pub polls: u32,
+    /// How long the check waited for a DSN after the relay accepted the message.
+    pub waited_ms: u64,
+    /// The DSN for this probe, when one came back.
+    pub dsn: Option<DsnEvidence>,
+    /// Messages deleted from the bounce mailbox: this probe's DSN and stale probe DSNs.
+    pub deleted: Vec<String>,
+    /// One human line per noteworthy thing (a DSN for another probe, a clean-up failure).
+    pub findings: Vec<String>,
+}
+
+/// The per-recipient fields of a delivery status notification (RFC 3464), as written.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DsnEvidence {
+    /// `Action:` (failed, delayed, delivered, relayed, expanded).
+    pub action: String,
+    /// `Status:`, the enhanced status code such as `5.1.10`.
+    pub status: String,
+    /// `Diagnostic-Code:` such as `smtp; 550 5.1.10 RESOLVER.ADR.RecipientNotFound; …`.
+    pub diagnostic_code: Option<String>,
+    /// `Reporting-MTA:` such as `dns; AM0PR01MB1234.eurprd01.prod.outlook.com`.
+    pub reporting_mta: Option<String>,
+    /// `Remote-MTA:`, the server that gave the diagnostic, when named.
+    pub remote_mta: Option<String>,
+    /// `Final-Recipient:` such as `rfc822; admin@contoso.com`.
+    pub final_recipient: Option<String>,
+    /// The DSN's own `Subject:` and `Date:` headers.
+    pub subject: Option<String>,
+    pub date: Option<String>,
+    /// Milliseconds from the relay's acceptance to the DSN being found.
+    pub found_after_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -387,6 +454,7 @@ mod tests {
                 "licence_suspended",
                 "licence_lapsed",
                 "no_admin",
+                "mail_bounced",
             ]
         );
     }

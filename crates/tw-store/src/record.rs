@@ -367,7 +367,11 @@ async fn stage_chunk(
                 evidence,
                 seen_at: observation.started_at,
             }),
-            Evidence::Dns(_) | Evidence::SmtpRcpt(_) | Evidence::Http(_) | Evidence::None => None,
+            Evidence::Dns(_)
+            | Evidence::SmtpRcpt(_)
+            | Evidence::Http(_)
+            | Evidence::Mailflow(_)
+            | Evidence::None => None,
         })
         .collect();
     dns_snapshots::upsert_many(conn, &dns_seen).await?;
