@@ -6,6 +6,7 @@
 //! Every listener binds `127.0.0.1` only: a test fixture must never be reachable from outside.
 
 pub mod dns;
+pub mod entra;
 pub mod sink;
 pub mod smtp;
 pub mod tls;

@@ -21,6 +21,8 @@ pub enum SimError {
     Certificate(#[from] rcgen::Error),
     #[error("building tls config: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("binding a listener: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// A certificate authority that lives only as long as the test that made it.
