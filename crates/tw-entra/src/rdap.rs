@@ -35,6 +35,9 @@ const LAPSED_STATUSES: [&str; 4] = [
     "pendingdelete",
 ];
 
+/// RFC 7480 §4.2: ask for RDAP's media type; plain JSON is accepted too.
+const RDAP_ACCEPT: &str = "application/rdap+json, application/json;q=0.9";
+
 enum Source {
     Bootstrap(String),
     Fixed(String),
@@ -183,7 +186,8 @@ impl RdapClient {
         let mut url = format!("{}/domain/{}", base.trim_end_matches('/'), domain);
         let mut redirects = 0;
         let reply = loop {
-            let (exchange, reply) = http::exchange(client.get(&url), "GET", &url, deadline).await;
+            let request = client.get(&url).header("accept", RDAP_ACCEPT);
+            let (exchange, reply) = http::exchange(request, "GET", &url, deadline).await;
             let reply = match reply {
                 Ok(reply) => reply,
                 Err(reason) => {

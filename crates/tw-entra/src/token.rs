@@ -191,6 +191,7 @@ impl TokenCache {
                 result: Err(failure.error.clone()),
             };
         }
+        let requested = Instant::now();
         let attempt = self.request(client, login_url, tenant, app, deadline).await;
         match &attempt.result {
             Ok(token) => {
@@ -199,7 +200,7 @@ impl TokenCache {
                 let margin = REFRESH_BEFORE_EXPIRY.min(lifetime / 2);
                 *slot.token.lock() = Some(Cached {
                     token: token.clone(),
-                    refresh_at: waiting_since + lifetime.saturating_sub(margin),
+                    refresh_at: requested + lifetime.saturating_sub(margin),
                 });
                 *slot.last_failure.lock() = None;
             }
