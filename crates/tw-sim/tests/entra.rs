@@ -17,8 +17,10 @@ use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tw_sim::entra::{
-    EntraSim, Fault, FaultKind, SimCredential, SimRdap, SimServer, SimTenant, TEST_APP_CERT_PEM,
-    TEST_APP_KEY_PEM, TEST_OTHER_CERT_PEM, TEST_OTHER_KEY_PEM,
+    EntraSim, Fault, FaultKind, SimAdmin, SimCredential, SimPlan, SimRdap, SimServer, SimSku,
+    SimSubscription, SimTenant, SimUser, SimUserLicense, E3_SKU_ID, EXCHANGE_S_ENTERPRISE_ID,
+    GLOBAL_ADMIN_ROLE_ID, TEST_APP_CERT_PEM, TEST_APP_KEY_PEM, TEST_OTHER_CERT_PEM,
+    TEST_OTHER_KEY_PEM,
 };
 use tw_sim::tls::TestCa;
 
@@ -509,6 +511,510 @@ async fn graph_refuses_missing_unknown_and_expired_bearers() {
     assert!(requests
         .iter()
         .all(|request| request.server == SimServer::Graph && !request.authorized));
+}
+
+const ADMIN_ID: &str = "87d349ed-0000-4000-8000-5f2406dee5bd";
+const USER_SELECT: &str = "id,userPrincipalName,accountEnabled,mail,proxyAddresses,assignedLicenses,assignedPlans,licenseAssignmentStates,userType,onPremisesSyncEnabled";
+
+/// A GET on Graph with a bearer of `tenant`; returns status, headers' request ids and body.
+async fn graph_get(f: &Fixture, tenant: &str, path: &str) -> (u16, Value) {
+    graph_get_with(f, &f.sim.issue_token(tenant), path, &[]).await
+}
+
+async fn graph_get_with(
+    f: &Fixture,
+    token: &str,
+    path_or_url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let url = if path_or_url.starts_with("https://") {
+        path_or_url.to_owned()
+    } else {
+        format!("{}/v1.0{path_or_url}", f.sim.graph_url())
+    };
+    let mut request = f.http.get(url).bearer_auth(token);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    assert!(header(&response, "request-id").is_some());
+    assert!(header(&response, "client-request-id").is_some());
+    assert!(header(&response, "content-type")
+        .unwrap()
+        .starts_with("application/json"));
+    (status, response.json().await.unwrap())
+}
+
+fn assert_graph_error(status: u16, body: &Value, expected_status: u16, code: &str) {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string());
+    for field in ["date", "request-id", "client-request-id"] {
+        assert!(body["error"]["innerError"][field].is_string(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn graph_user_by_id_and_upn() {
+    let f = start().await;
+    f.sim
+        .add_user(TID, SimUser::licensed(ADMIN_ID, "admin@contoso.com"));
+    let (status, user) =
+        graph_get(&f, TID, &format!("/users/{ADMIN_ID}?$select={USER_SELECT}")).await;
+    assert_eq!(status, 200, "{user}");
+    assert_eq!(user["id"], ADMIN_ID);
+    assert_eq!(user["userPrincipalName"], "admin@contoso.com");
+    assert_eq!(user["accountEnabled"], true);
+    assert_eq!(user["mail"], "admin@contoso.com");
+    assert_eq!(user["proxyAddresses"], json!(["SMTP:admin@contoso.com"]));
+    assert_eq!(user["userType"], "Member");
+    assert_eq!(user["onPremisesSyncEnabled"], Value::Null);
+    assert_eq!(
+        user["assignedLicenses"],
+        json!([{"disabledPlans": [], "skuId": E3_SKU_ID}])
+    );
+    let exchange = user["assignedPlans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|plan| plan["servicePlanId"] == EXCHANGE_S_ENTERPRISE_ID)
+        .unwrap()
+        .clone();
+    assert_eq!(exchange["capabilityStatus"], "Enabled");
+    assert_eq!(exchange["service"], "exchange");
+    assert_eq!(user["licenseAssignmentStates"][0]["state"], "Active");
+    assert!(user["@odata.context"]
+        .as_str()
+        .unwrap()
+        .contains("$metadata#users("));
+    assert!(user.get("displayName").is_none(), "not selected: {user}");
+
+    // Without $select only the default set, which has no accountEnabled.
+    let (_, by_upn) = graph_get(&f, TID, "/users/ADMIN@contoso.com").await;
+    assert_eq!(by_upn["id"], ADMIN_ID);
+    assert!(by_upn.get("accountEnabled").is_none());
+    assert!(by_upn.get("businessPhones").is_some());
+    // The OData key syntax for UPNs starting with '$'.
+    f.sim.add_user(
+        TID,
+        SimUser::unlicensed("11111111-0000-4000-8000-000000000001", "$svc@contoso.com"),
+    );
+    let (status, svc) = graph_get(&f, TID, "/users('%24svc%40contoso.com')").await;
+    assert_eq!(status, 200, "{svc}");
+    assert_eq!(svc["userPrincipalName"], "$svc@contoso.com");
+
+    f.sim.set_account_enabled(TID, ADMIN_ID, false);
+    f.sim
+        .set_proxy_addresses(TID, ADMIN_ID, vec!["SMTP:other@contoso.com".to_owned()]);
+    f.sim.set_sku_status(TID, "ENTERPRISEPACK", "Suspended");
+    f.sim.set_skus(
+        TID,
+        vec![SimSku {
+            capability_status: "Suspended".to_owned(),
+            ..SimSku::e3(25, 1)
+        }],
+    );
+    let (_, changed) =
+        graph_get(&f, TID, &format!("/users/{ADMIN_ID}?$select={USER_SELECT}")).await;
+    assert_eq!(changed["accountEnabled"], false);
+    assert_eq!(changed["mail"], Value::Null);
+    assert_eq!(changed["proxyAddresses"], json!(["SMTP:other@contoso.com"]));
+    assert_eq!(changed["assignedPlans"][0]["capabilityStatus"], "Suspended");
+
+    let (status, missing) = graph_get(&f, TID, "/users/nobody@contoso.com").await;
+    assert_graph_error(status, &missing, 404, "Request_ResourceNotFound");
+    // The other tenant's directory does not hold the user.
+    let (status, elsewhere) = graph_get(&f, OTHER_TID, &format!("/users/{ADMIN_ID}")).await;
+    assert_graph_error(status, &elsewhere, 404, "Request_ResourceNotFound");
+}
+
+#[tokio::test]
+async fn graph_soft_deleted_and_purged_users() {
+    let f = start().await;
+    f.sim
+        .add_user(TID, SimUser::licensed(ADMIN_ID, "admin@contoso.com"));
+    f.sim.delete_user_at(TID, ADMIN_ID, "2026-10-26T16:56:36Z");
+    let (status, gone) = graph_get(&f, TID, &format!("/users/{ADMIN_ID}")).await;
+    assert_graph_error(status, &gone, 404, "Request_ResourceNotFound");
+
+    let (status, deleted) =
+        graph_get(&f, TID, &format!("/directory/deletedItems/{ADMIN_ID}")).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["id"], ADMIN_ID);
+    assert_eq!(
+        deleted["userPrincipalName"],
+        "87d349ed0000400080005f2406dee5bdadmin@contoso.com"
+    );
+    assert_eq!(deleted["deletedDateTime"], "2026-10-26T16:56:36Z");
+
+    let token = f.sim.issue_token(TID);
+    let search = "/directory/deletedItems/microsoft.graph.user?$filter=endswith(userPrincipalName,'admin@contoso.com')&$count=true&$select=id,displayName,userPrincipalName,deletedDateTime";
+    let (status, found) =
+        graph_get_with(&f, &token, search, &[("ConsistencyLevel", "eventual")]).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["@odata.count"], 1);
+    assert_eq!(found["value"][0]["id"], ADMIN_ID);
+    assert!(found["value"][0].get("mail").is_none(), "not selected");
+    // endswith is an advanced query: refused without ConsistencyLevel.
+    let (status, refused) = graph_get_with(&f, &token, search, &[]).await;
+    assert_graph_error(status, &refused, 400, "Request_UnsupportedQuery");
+    // The mangled UPN does not equal the original.
+    let (_, none) = graph_get(
+        &f,
+        TID,
+        "/directory/deletedItems/microsoft.graph.user?$filter=userPrincipalName%20eq%20'admin@contoso.com'",
+    )
+    .await;
+    assert_eq!(none["value"], json!([]));
+
+    let (status, uncast) = graph_get(&f, TID, "/directory/deletedItems").await;
+    assert_graph_error(status, &uncast, 400, "Request_UnsupportedQuery");
+
+    f.sim.purge_user(TID, ADMIN_ID);
+    let (status, purged) = graph_get(&f, TID, &format!("/directory/deletedItems/{ADMIN_ID}")).await;
+    assert_graph_error(status, &purged, 404, "Request_ResourceNotFound");
+
+    // delete_user stamps now.
+    f.sim.add_user(
+        TID,
+        SimUser::unlicensed("22222222-0000-4000-8000-000000000002", "b@contoso.com"),
+    );
+    f.sim
+        .delete_user(TID, "22222222-0000-4000-8000-000000000002");
+    let (_, fresh) = graph_get(
+        &f,
+        TID,
+        "/directory/deletedItems/22222222-0000-4000-8000-000000000002",
+    )
+    .await;
+    assert!(fresh["deletedDateTime"].as_str().unwrap().starts_with("20"));
+}
+
+#[tokio::test]
+async fn graph_licences_skus_and_subscriptions() {
+    let f = start().await;
+    let mut user = SimUser::licensed(ADMIN_ID, "admin@contoso.com");
+    user.licenses[0].plans[0].provisioning_status = "PendingInput".to_owned();
+    f.sim.add_user(TID, user);
+    let (status, details) = graph_get(&f, TID, &format!("/users/{ADMIN_ID}/licenseDetails")).await;
+    assert_eq!(status, 200, "{details}");
+    let detail = &details["value"][0];
+    assert!(detail["id"].as_str().unwrap().len() > 20);
+    assert_eq!(detail["skuId"], E3_SKU_ID);
+    assert_eq!(detail["skuPartNumber"], "ENTERPRISEPACK");
+    assert_eq!(
+        detail["servicePlans"][0],
+        json!({"servicePlanId": EXCHANGE_S_ENTERPRISE_ID, "servicePlanName": "EXCHANGE_S_ENTERPRISE",
+               "provisioningStatus": "PendingInput", "appliesTo": "User"})
+    );
+    f.sim.set_user_licenses(
+        TID,
+        ADMIN_ID,
+        vec![SimUserLicense {
+            plans: vec![SimPlan::new(
+                EXCHANGE_S_ENTERPRISE_ID,
+                "EXCHANGE_S_ENTERPRISE",
+                "Disabled",
+                "User",
+            )],
+            ..SimUserLicense::e3()
+        }],
+    );
+    let (_, user) = graph_get(
+        &f,
+        TID,
+        &format!("/users/{ADMIN_ID}?$select=assignedLicenses,assignedPlans"),
+    )
+    .await;
+    assert_eq!(
+        user["assignedLicenses"][0]["disabledPlans"],
+        json!([EXCHANGE_S_ENTERPRISE_ID])
+    );
+    assert_eq!(user["assignedPlans"], json!([]));
+
+    f.sim.set_skus(
+        TID,
+        vec![SimSku {
+            subscription_ids: vec!["43d26afe-0000-4000-8000-ae3ef2ac6c51".to_owned()],
+            ..SimSku::e3(25, 14)
+        }],
+    );
+    let (status, skus) = graph_get(&f, TID, "/subscribedSkus").await;
+    assert_eq!(status, 200);
+    let sku = &skus["value"][0];
+    assert_eq!(sku["id"], format!("{TID}_{E3_SKU_ID}"));
+    assert_eq!(sku["accountName"], "Contoso");
+    assert_eq!(sku["capabilityStatus"], "Enabled");
+    assert_eq!(sku["consumedUnits"], 14);
+    assert_eq!(
+        sku["prepaidUnits"],
+        json!({"enabled": 25, "lockedOut": 0, "suspended": 0, "warning": 0})
+    );
+    assert_eq!(
+        sku["subscriptionIds"],
+        json!(["43d26afe-0000-4000-8000-ae3ef2ac6c51"])
+    );
+    assert_eq!(
+        sku["servicePlans"][0]["servicePlanName"],
+        "EXCHANGE_S_ENTERPRISE"
+    );
+    f.sim.set_sku_status(TID, "enterprisepack", "Warning");
+    let (_, skus) = graph_get(&f, TID, "/subscribedSkus").await;
+    assert_eq!(skus["value"][0]["capabilityStatus"], "Warning");
+
+    let sub_id = "860697e3-0000-4000-8000-7ec361ed58f7";
+    f.sim.set_subscriptions(
+        TID,
+        vec![SimSubscription::e3(
+            sub_id,
+            Some("2026-01-01T00:00:00Z"),
+            25,
+        )],
+    );
+    let (status, subs) = graph_get(&f, TID, "/directory/subscriptions").await;
+    assert_eq!(status, 200);
+    let sub = &subs["value"][0];
+    assert_eq!(sub["id"], sub_id);
+    assert_eq!(sub["status"], "Enabled");
+    assert_eq!(sub["isTrial"], false);
+    assert_eq!(sub["nextLifecycleDateTime"], "2026-01-01T00:00:00Z");
+    assert_eq!(sub["totalLicenses"], 25);
+    assert_eq!(sub["skuPartNumber"], "ENTERPRISEPACK");
+    assert!(sub["commerceSubscriptionId"].is_string());
+    assert!(sub["createdDateTime"].is_string());
+    assert!(sub["serviceStatus"].is_array());
+    f.sim.set_subscription(TID, sub_id, "Warning", None);
+    let (_, subs) = graph_get(&f, TID, "/directory/subscriptions").await;
+    assert_eq!(subs["value"][0]["status"], "Warning");
+    assert_eq!(subs["value"][0]["nextLifecycleDateTime"], Value::Null);
+}
+
+/// Follows `@odata.nextLink` to the end; returns the items and how many pages it took.
+async fn all_pages(f: &Fixture, token: &str, path: &str) -> (Vec<Value>, usize) {
+    let mut items = Vec::new();
+    let mut pages = 0;
+    let mut next = Some(path.to_owned());
+    while let Some(url) = next {
+        let (status, page) = graph_get_with(f, token, &url, &[]).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        items.extend(page["value"].as_array().unwrap().iter().cloned());
+        next = page["@odata.nextLink"].as_str().map(str::to_owned);
+        if let Some(link) = &next {
+            assert!(
+                link.starts_with(&format!("{}/v1.0/", f.sim.graph_url())),
+                "{link}"
+            );
+        }
+        assert!(pages < 20, "paging does not end");
+    }
+    (items, pages)
+}
+
+#[tokio::test]
+async fn graph_admins_groups_and_paging() {
+    let f = start().await;
+    let member = |id: &str, enabled: bool| SimAdmin {
+        account_enabled: enabled,
+        ..SimAdmin::user(id, &format!("Member {id}"))
+    };
+    f.sim.set_global_admins(
+        TID,
+        vec![
+            SimAdmin::user("a0000000-0000-4000-8000-000000000001", "Break Glass 1"),
+            SimAdmin {
+                account_enabled: false,
+                ..SimAdmin::user("a0000000-0000-4000-8000-000000000002", "Break Glass 2")
+            },
+            SimAdmin {
+                user_type: "Guest".to_owned(),
+                ..SimAdmin::user("a0000000-0000-4000-8000-000000000003", "Partner")
+            },
+            SimAdmin::service_principal("a0000000-0000-4000-8000-000000000004", "Automation"),
+            SimAdmin::group(
+                "a0000000-0000-4000-8000-000000000005",
+                "GA group",
+                vec![member("b1", true), member("b2", false), member("b3", true)],
+            ),
+        ],
+    );
+    f.sim.set_page_size(2);
+    let token = f.sim.issue_token(TID);
+    let path = format!(
+        "/roleManagement/directory/roleAssignments?$filter=roleDefinitionId%20eq%20'{GLOBAL_ADMIN_ROLE_ID}'&$expand=principal"
+    );
+    let (items, pages) = all_pages(&f, &token, &path).await;
+    assert_eq!(pages, 3);
+    assert_eq!(items.len(), 5);
+    assert!(items
+        .iter()
+        .all(|item| item["roleDefinitionId"] == GLOBAL_ADMIN_ROLE_ID));
+    let types: Vec<&str> = items
+        .iter()
+        .map(|item| item["principal"]["@odata.type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "#microsoft.graph.user",
+            "#microsoft.graph.user",
+            "#microsoft.graph.user",
+            "#microsoft.graph.servicePrincipal",
+            "#microsoft.graph.group"
+        ]
+    );
+    assert_eq!(items[1]["principal"]["accountEnabled"], false);
+    assert_eq!(items[2]["principal"]["userType"], "Guest");
+    assert_eq!(items[0]["principalId"], items[0]["principal"]["id"]);
+
+    let (members, pages) = all_pages(
+        &f,
+        &token,
+        "/groups/a0000000-0000-4000-8000-000000000005/transitiveMembers?$select=id,accountEnabled",
+    )
+    .await;
+    assert_eq!(pages, 2);
+    assert_eq!(
+        members,
+        vec![
+            json!({"@odata.type": "#microsoft.graph.user", "id": "b1", "accountEnabled": true}),
+            json!({"@odata.type": "#microsoft.graph.user", "id": "b2", "accountEnabled": false}),
+            json!({"@odata.type": "#microsoft.graph.user", "id": "b3", "accountEnabled": true}),
+        ]
+    );
+    let (status, body) = graph_get(&f, TID, "/groups/nope/transitiveMembers").await;
+    assert_graph_error(status, &body, 404, "Request_ResourceNotFound");
+
+    // Another role's assignments: none. $top overrides the page size.
+    let (_, other) = graph_get(
+        &f,
+        TID,
+        "/roleManagement/directory/roleAssignments?$filter=roleDefinitionId%20eq%20'fe930be7-5e62-47db-91af-98c3a49a38b1'",
+    )
+    .await;
+    assert_eq!(other["value"], json!([]));
+    let (_, top) = graph_get(&f, TID, "/roleManagement/directory/roleAssignments?$top=5").await;
+    assert_eq!(top["value"].as_array().unwrap().len(), 5);
+    assert!(top.get("@odata.nextLink").is_none());
+    assert!(top["value"][0].get("principal").is_none(), "not expanded");
+}
+
+#[tokio::test]
+async fn graph_service_health_and_denied_paths() {
+    let f = start().await;
+    let (status, health) = graph_get(&f, TID, "/admin/serviceAnnouncement/healthOverviews").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        health["value"],
+        json!([
+            {"service": "Exchange Online", "status": "serviceOperational", "id": "Exchange"},
+            {"service": "Identity Service", "status": "serviceOperational", "id": "OrgLiveID"},
+            {"service": "Microsoft 365 suite", "status": "serviceOperational", "id": "OSDPPlatform"}
+        ])
+    );
+    f.sim
+        .set_service_health(TID, "Exchange", "serviceDegradation");
+    let (_, health) = graph_get(&f, TID, "/admin/serviceAnnouncement/healthOverviews").await;
+    assert_eq!(health["value"][0]["status"], "serviceDegradation");
+    assert_eq!(health["value"][1]["status"], "serviceOperational");
+
+    f.sim.deny(TID, "/roleManagement/");
+    let (status, denied) = graph_get(&f, TID, "/roleManagement/directory/roleAssignments").await;
+    assert_graph_error(status, &denied, 403, "Authorization_RequestDenied");
+    let (status, _) = graph_get(&f, TID, "/subscribedSkus").await;
+    assert_eq!(status, 200);
+    // The deny is per tenant.
+    let (status, _) = graph_get(&f, OTHER_TID, "/roleManagement/directory/roleAssignments").await;
+    assert_eq!(status, 200);
+    f.sim.allow_all(TID);
+    let (status, _) = graph_get(&f, TID, "/roleManagement/directory/roleAssignments").await;
+    assert_eq!(status, 200);
+    let log = f.sim.requests();
+    assert!(log
+        .iter()
+        .all(|request| request.authorized && request.server == SimServer::Graph));
+    assert_eq!(
+        log.iter().filter(|request| request.status == 403).count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn graph_with_a_token_from_the_token_endpoint() {
+    let f = start().await;
+    f.sim
+        .add_user(TID, SimUser::licensed(ADMIN_ID, "admin@contoso.com"));
+    let assertion = Assertion::valid(&f, Algorithm::PS256).sign();
+    let body: Value = token_with_assertion(&f, TID, &assertion)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let (status, user) = graph_get_with(&f, token, &format!("/users/{ADMIN_ID}"), &[]).await;
+    assert_eq!(status, 200, "{user}");
+    assert_eq!(user["id"], ADMIN_ID);
+    // A removed tenant's tokens are refused.
+    f.sim.remove_tenant(TID);
+    let (status, refused) = graph_get_with(&f, token, &format!("/users/{ADMIN_ID}"), &[]).await;
+    assert_graph_error(status, &refused, 401, "InvalidAuthenticationToken");
+}
+
+#[tokio::test]
+async fn graph_faults() {
+    let f = start().await;
+    let token = f.sim.issue_token(TID);
+    let url = format!("{}/v1.0/subscribedSkus", f.sim.graph_url());
+    f.sim.inject(Fault::once(
+        "/subscribedSkus",
+        FaultKind::TooManyRequests {
+            retry_after_s: Some(10),
+        },
+    ));
+    let response = f.http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&response, "retry-after").as_deref(), Some("10"));
+    assert!(header(&response, "request-id").is_some());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "TooManyRequests");
+    assert_eq!(body["error"]["innerError"]["status"], "429");
+
+    f.sim.inject(Fault::once(
+        "",
+        FaultKind::Unavailable {
+            retry_after_s: Some(3),
+        },
+    ));
+    let response = f.http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&response, "retry-after").as_deref(), Some("3"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "ServiceNotAvailable");
+
+    f.sim
+        .inject(Fault::once("subscribedSkus", FaultKind::TruncatedJson));
+    let response = f.http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(!text.is_empty());
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+
+    f.sim
+        .inject(Fault::once("subscribedSkus", FaultKind::GatewayTimeout));
+    let response = f.http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(response.bytes().await.unwrap().is_empty());
+
+    let response = f.http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let statuses: Vec<u16> = f
+        .sim
+        .requests()
+        .iter()
+        .map(|request| request.status)
+        .collect();
+    assert_eq!(statuses, [429, 503, 200, 504, 200]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -63,7 +63,6 @@ pub(super) struct DeletedUser {
 #[derive(Debug, Clone)]
 pub(super) struct Health {
     pub(super) id: String,
-    #[allow(dead_code)] // read by the Graph endpoints of the next commit
     pub(super) service: String,
     pub(super) status: String,
 }
