@@ -7,6 +7,7 @@
 
 mod alerting;
 mod entra;
+mod mailflow;
 mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,7 @@ pub use alerting::{
 pub use entra::{
     AppConfig, AppCredential, Cloud, EntraConfig, LicenceSettings, IANA_RDAP_BOOTSTRAP,
 };
+pub use mailflow::MailflowConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9317";
 pub const DEFAULT_DATABASE: &str = "/var/lib/tenantwatch/tenantwatch.db";
@@ -55,6 +57,8 @@ pub struct Config {
     pub alerting: AlertingConfig,
     pub heartbeat: Option<HeartbeatConfig>,
     pub entra: EntraConfig,
+    /// The mailflow check's relay and bounce mailbox; the check runs only where this is set.
+    pub mailflow: Option<MailflowConfig>,
 }
 
 /// A dead man's switch: the daemon pings `url` (healthchecks.io style: `/start` once,
@@ -123,6 +127,8 @@ pub struct Tenant {
     /// The app the Graph checks sign in with: the tenant's own `app`, else the global one.
     pub app: Option<AppConfig>,
     pub licence: LicenceSettings,
+    /// Watched addresses the mailflow check sends to (each is also in `watch`).
+    pub mailflow_to: Vec<EmailAddress>,
 }
 
 impl Tenant {
@@ -442,7 +448,11 @@ impl Validator<'_> {
 
         let entra = self.entra(raw.entra.as_ref());
         let app = raw.app.as_ref().and_then(|raw_app| self.app("app", raw_app));
-        let check_defaults = self.check_defaults(&raw.checks, &schedule);
+        let mailflow = raw
+            .mailflow
+            .as_ref()
+            .and_then(|raw_mailflow| self.mailflow(raw_mailflow));
+        let check_defaults = self.check_defaults(&raw.checks, &schedule, mailflow.as_ref());
 
         let mut tenants = Vec::new();
         let mut seen_names: BTreeSet<String> = BTreeSet::new();
@@ -453,10 +463,32 @@ impl Validator<'_> {
                 raw_tenant,
                 &check_defaults,
                 app.as_ref(),
+                mailflow.as_ref(),
                 &mut seen_names,
                 &mut domain_owner,
             ) {
                 tenants.push(tenant);
+            }
+        }
+
+        if raw.mailflow.is_none() {
+            for (idx, raw_tenant) in raw.tenants.iter().enumerate() {
+                if let Some(first) = raw_tenant.mailflow_to.first() {
+                    self.error(
+                        format!("tenants[{idx}].mailflow_to"),
+                        Some(first.span().start),
+                        "needs a [mailflow] section: the relay that sends the probe and the mailbox its bounces come back to",
+                    );
+                }
+            }
+        }
+        if let Some(from) = mailflow.as_ref().map(|m| &m.mail_from) {
+            if let Some(owner) = domain_owner.get(from.domain()) {
+                self.error(
+                    "mailflow.mail_from",
+                    raw.mailflow.as_ref().map(|m| m.mail_from_span()),
+                    format!("{from} is on tenant {owner:?}'s domain; bounces must come back to a mailbox of your own, outside the tenants watched"),
+                );
             }
         }
 
@@ -505,6 +537,7 @@ impl Validator<'_> {
             alerting,
             heartbeat,
             entra,
+            mailflow,
         })
     }
 
@@ -539,12 +572,16 @@ impl Validator<'_> {
         }
     }
 
+    // Each argument is a different piece of already-validated context; bundling them in a
+    // struct only for this one call would hide that.
+    #[allow(clippy::too_many_arguments)]
     fn tenant(
         &mut self,
         idx: usize,
         raw: &RawTenant,
         check_defaults: &CheckDefaults,
         global_app: Option<&AppConfig>,
+        mailflow: Option<&MailflowConfig>,
         seen_names: &mut BTreeSet<String>,
         domain_owner: &mut BTreeMap<DomainName, String>,
     ) -> Option<Tenant> {
@@ -655,11 +692,38 @@ impl Validator<'_> {
         };
         let licence = self.licence(&base, raw.licence.as_ref());
 
+        let mut mailflow_to: Vec<EmailAddress> = Vec::new();
+        for (i, value) in raw.mailflow_to.iter().enumerate() {
+            let path = format!("{base}.mailflow_to[{i}]");
+            let Some(address) = self.address(&path, value) else {
+                continue;
+            };
+            if !watch.contains(&address) {
+                self.error(
+                    path,
+                    Some(value.span().start),
+                    format!("{address} is not in this tenant's watch list; add it there too"),
+                );
+            } else if mailflow_to.contains(&address) {
+                self.error(
+                    path,
+                    Some(value.span().start),
+                    format!("{address} is listed twice"),
+                );
+            } else {
+                mailflow_to.push(address);
+            }
+        }
+        let mailflow_possible = mailflow.is_some() && !mailflow_to.is_empty();
+
         let mut checks = BTreeMap::new();
         for kind in CheckKind::ALL {
             let mut settings = check_defaults.settings(kind);
             if kind.needs_app() {
                 settings.enabled = settings.enabled && app.is_some();
+            }
+            if kind == CheckKind::Mailflow {
+                settings.enabled = settings.enabled && mailflow_possible;
             }
             checks.insert(kind, settings);
         }
@@ -677,6 +741,21 @@ impl Validator<'_> {
                             );
                         }
                         settings.enabled = false;
+                    }
+                    if kind == CheckKind::Mailflow {
+                        if !mailflow_possible {
+                            if raw_check.enabled == Some(true) {
+                                self.error(
+                                    format!("{path}.enabled"),
+                                    None,
+                                    "the mailflow check needs [mailflow] and this tenant's mailflow_to",
+                                );
+                            }
+                            settings.enabled = false;
+                        }
+                        if let Some(mailflow) = mailflow.filter(|_| settings.enabled) {
+                            self.mailflow_timeout(&path, raw_check, settings.timeout, mailflow);
+                        }
                     }
                     checks.insert(kind, settings);
                 }
@@ -698,6 +777,7 @@ impl Validator<'_> {
             checks,
             app,
             licence,
+            mailflow_to,
         })
     }
 
@@ -706,16 +786,22 @@ impl Validator<'_> {
         &mut self,
         raw: &BTreeMap<String, RawCheck>,
         schedule: &ScheduleConfig,
+        mailflow: Option<&MailflowConfig>,
     ) -> CheckDefaults {
         let mut settings = BTreeMap::new();
         for kind in CheckKind::ALL {
             let interval = default_interval(kind).unwrap_or(schedule.interval);
+            let mut timeout = schedule.timeout.min(interval / 2);
+            if let (CheckKind::Mailflow, Some(mailflow)) = (kind, mailflow) {
+                // The probe waits bounce_wait for a DSN, so its timeout must cover that wait.
+                timeout = timeout.max(mailflow.bounce_wait + mailflow::MAILFLOW_TIMEOUT_MARGIN);
+            }
             settings.insert(
                 kind,
                 CheckSettings {
                     enabled: true,
                     interval,
-                    timeout: schedule.timeout.min(interval / 2),
+                    timeout,
                 },
             );
         }
@@ -724,9 +810,28 @@ impl Validator<'_> {
             match key.parse::<CheckKind>() {
                 Ok(kind) => {
                     let merged = self.check_settings(&path, raw_check, settings[&kind]);
+                    if let (CheckKind::Mailflow, Some(mailflow)) = (kind, mailflow) {
+                        self.mailflow_timeout(&path, raw_check, merged.timeout, mailflow);
+                    }
                     settings.insert(kind, merged);
                 }
                 Err(err) => self.error(path, None, err.to_string()),
+            }
+        }
+        if let (Some(mailflow), Some(check)) = (mailflow, settings.get(&CheckKind::Mailflow)) {
+            let own = raw
+                .get(CheckKind::Mailflow.as_str())
+                .is_some_and(|c| c.interval.is_some() || c.timeout.is_some());
+            if !own && check.timeout >= check.interval {
+                self.error(
+                    "mailflow.bounce_wait",
+                    None,
+                    format!(
+                        "{} leaves no room in the mailflow check's interval of {}: shorten it or set [checks.mailflow] interval",
+                        humantime::format_duration(mailflow.bounce_wait),
+                        humantime::format_duration(check.interval)
+                    ),
+                );
             }
         }
         CheckDefaults(settings)
@@ -761,6 +866,35 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    /// A mailflow timeout must outlast `bounce_wait`: a probe stopped before the wait ends
+    /// cannot see the bounce it is waiting for.
+    fn mailflow_timeout(
+        &mut self,
+        path: &str,
+        raw: &RawCheck,
+        timeout: Duration,
+        mailflow: &MailflowConfig,
+    ) {
+        // Without its own interval or timeout an entry inherits settings checked already.
+        let own = raw.interval.is_some() || raw.timeout.is_some();
+        if own && timeout <= mailflow.bounce_wait {
+            self.error(
+                format!("{path}.timeout"),
+                raw.timeout
+                    .as_ref()
+                    .or(raw.interval.as_ref())
+                    .map(|v| v.span().start),
+                format!(
+                    "{} must be longer than mailflow.bounce_wait ({}), or the probe stops before a bounce can arrive; allow about a minute more for the relay and the mailbox",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(mailflow.bounce_wait)
+                ),
+            );
+        }
+    }
+}
+
 /// Each check kind's settings before a tenant's own `checks` apply.
 struct CheckDefaults(BTreeMap<CheckKind, CheckSettings>);
 
@@ -783,6 +917,8 @@ fn default_interval(kind: CheckKind) -> Option<Duration> {
         CheckKind::Licence | CheckKind::Admins => Some(Duration::from_secs(3_600)),
         // Service communications allow 240 requests a minute and 800 an hour per tenant.
         CheckKind::Health => Some(Duration::from_secs(900)),
+        // Each run sends a real message into a watched mailbox.
+        CheckKind::Mailflow => Some(Duration::from_secs(1_800)),
         CheckKind::Dns
         | CheckKind::SmtpRcpt
         | CheckKind::Tenant

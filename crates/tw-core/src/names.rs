@@ -155,10 +155,13 @@ pub enum CheckKind {
     Admins,
     /// Microsoft's service health for Exchange Online and Entra ID.
     Health,
+    /// A tagged message through a non-Microsoft relay to a watched mailbox, and the bounces
+    /// for it read back over IMAP (needs `[mailflow]`, not the app).
+    Mailflow,
 }
 
 impl CheckKind {
-    pub const ALL: [CheckKind; 10] = [
+    pub const ALL: [CheckKind; 11] = [
         CheckKind::Dns,
         CheckKind::SmtpRcpt,
         CheckKind::Tenant,
@@ -169,6 +172,7 @@ impl CheckKind {
         CheckKind::Licence,
         CheckKind::Admins,
         CheckKind::Health,
+        CheckKind::Mailflow,
     ];
 
     /// Checks that call Microsoft Graph or the token endpoint with the MSP's app; they run
@@ -197,6 +201,7 @@ impl CheckKind {
             CheckKind::Licence => "licence",
             CheckKind::Admins => "admins",
             CheckKind::Health => "health",
+            CheckKind::Mailflow => "mailflow",
         }
     }
 }

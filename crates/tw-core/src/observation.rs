@@ -249,7 +249,8 @@ pub enum Evidence {
     /// Entra ID, Graph and RDAP checks: the HTTP exchanges and what was read from them.
     Http(HttpEvidence),
     /// The mailflow check: the probe message, the relay dialogue and any bounce for it.
-    Mailflow(MailflowEvidence),
+    /// Boxed: it is by far the largest variant, and most evidence is of the other kinds.
+    Mailflow(Box<MailflowEvidence>),
 }
 
 /// The facts an HTTP check needs again on its next run (and after a restart): the object id
@@ -508,6 +509,26 @@ mod tests {
             json.starts_with(r#"{"kind":"smtp_rcpt","mx_host":"contoso-com"#),
             "{json}"
         );
+        assert_eq!(serde_json::from_str::<Evidence>(&json).unwrap(), evidence);
+    }
+
+    #[test]
+    fn mailflow_evidence_round_trips_with_its_dsn() {
+        let evidence = Evidence::Mailflow(Box::new(MailflowEvidence {
+            tag: "twp-1-abc".into(),
+            dsn: Some(DsnEvidence {
+                action: "failed".into(),
+                status: "5.1.10".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+        let json = serde_json::to_string(&evidence).unwrap();
+        assert!(
+            json.starts_with(r#"{"kind":"mailflow","tag":"twp-1-abc""#),
+            "{json}"
+        );
+        assert!(json.contains(r#""status":"5.1.10""#), "{json}");
         assert_eq!(serde_json::from_str::<Evidence>(&json).unwrap(), evidence);
     }
 }

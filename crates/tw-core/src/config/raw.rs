@@ -29,6 +29,7 @@ pub(super) struct RawConfig {
     pub(super) silences: Vec<super::alerting::RawSilence>,
     pub(super) entra: Option<super::entra::RawEntra>,
     pub(super) app: Option<super::entra::RawApp>,
+    pub(super) mailflow: Option<super::mailflow::RawMailflow>,
     /// Defaults for every tenant's `checks`.
     #[serde(default)]
     pub(super) checks: BTreeMap<String, RawCheck>,
@@ -92,6 +93,9 @@ pub(super) struct RawTenant {
     /// Overrides `[app]` for this tenant.
     pub(super) app: Option<super::entra::RawApp>,
     pub(super) licence: Option<super::entra::RawLicence>,
+    /// Watched addresses the mailflow check sends its probe message to.
+    #[serde(default)]
+    pub(super) mailflow_to: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

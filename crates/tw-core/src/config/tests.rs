@@ -81,7 +81,7 @@ fn unknown_top_level_key_is_rejected_with_its_line() {
     let rendered: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
     assert_eq!(
         rendered,
-        ["listen (line 1): unknown field `listen`, expected one of `server`, `store`, `schedule`, `smtp`, `dns`, `tenants`, `alerting`, `heartbeat`, `receivers`, `routes`, `silences`, `entra`, `app`, `checks`"]
+        ["listen (line 1): unknown field `listen`, expected one of `server`, `store`, `schedule`, `smtp`, `dns`, `tenants`, `alerting`, `heartbeat`, `receivers`, `routes`, `silences`, `entra`, `app`, `mailflow`, `checks`"]
     );
 }
 
@@ -135,7 +135,7 @@ domain = "FAB.com"
             "tenants[0].tenant_id (line 16): \"nope\" is not a tenant id GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
             "tenants[0].watch[0] (line 17): admin@fabrikam.com is not on one of this tenant's domains (add fabrikam.com to extra_domains)",
             "tenants[0].watch[1] (line 17): \"broken\" is not a valid e-mail address (expected local-part@domain)",
-            "tenants[0].checks.smpt_rcpt: unknown check kind \"smpt_rcpt\" (known: dns, smtp_rcpt, tenant, realm, domain, signin, identity, licence, admins, health)",
+            "tenants[0].checks.smpt_rcpt: unknown check kind \"smpt_rcpt\" (known: dns, smtp_rcpt, tenant, realm, domain, signin, identity, licence, admins, health, mailflow)",
             "tenants[2].name (line 24): duplicate tenant name \"fab\"",
             "tenants[2].domain (line 25): domain fab.com already belongs to tenant \"fab\"; a domain is verified in one tenant only",
         ],
@@ -450,7 +450,8 @@ fn app_checks_are_off_without_an_app_and_asking_for_one_is_an_error() {
     for kind in CheckKind::ALL {
         assert_eq!(
             tenant.enabled_check(kind).is_some(),
-            !kind.needs_app(),
+            // mailflow needs [mailflow] and the tenant's mailflow_to instead.
+            !kind.needs_app() && kind != CheckKind::Mailflow,
             "{kind}"
         );
     }
@@ -484,5 +485,233 @@ credential_expires = "someday"
             "app.client_secret_file: give a client secret or a certificate with its private key, not both",
             "app.credential_expires (line 16): \"someday\" is not a date such as \"2027-03-01\" or \"2027-03-01T12:00:00Z\"",
         ],
+    );
+}
+
+const MAILFLOW: &str = r#"
+[mailflow]
+relay_host = "smtp.msp-mail.example"
+relay_username = "probe"
+relay_password_file = "/etc/tenantwatch/relay-password"
+mail_from = "bounces@msp-mail.example"
+imap_host = "imap.msp-mail.example"
+imap_username = "bounces"
+imap_password_env = "TW_IMAP_PASSWORD"
+"#;
+
+#[test]
+fn mailflow_runs_where_mailflow_and_mailflow_to_are_set_with_a_timeout_covering_the_wait() {
+    let config = check_valid(&format!(
+        r#"{MAILFLOW}
+[[tenants]]
+name = "contoso"
+domain = "contoso.com"
+watch = ["admin@contoso.com", "ceo@contoso.com"]
+mailflow_to = ["ceo@contoso.com"]
+
+[[tenants]]
+name = "fabrikam"
+domain = "fabrikam.com"
+watch = ["admin@fabrikam.com"]
+"#
+    ));
+    let mailflow = config.mailflow.as_ref().unwrap();
+    assert_eq!(mailflow.relay_host, "smtp.msp-mail.example");
+    assert_eq!(
+        (mailflow.relay_port, mailflow.relay_tls),
+        (587, EmailTls::StartTls)
+    );
+    assert_eq!(
+        (mailflow.imap_port, mailflow.imap_tls),
+        (993, EmailTls::Implicit)
+    );
+    assert_eq!(mailflow.relay_username.as_deref(), Some("probe"));
+    assert_eq!(
+        mailflow.relay_password,
+        Some(SecretSource::File("/etc/tenantwatch/relay-password".into()))
+    );
+    assert_eq!(
+        mailflow.imap_password,
+        SecretSource::Env("TW_IMAP_PASSWORD".into())
+    );
+    assert_eq!(mailflow.helo_name.as_str(), "msp-mail.example");
+    assert_eq!(mailflow.imap_folder, "INBOX");
+    assert_eq!(mailflow.bounce_wait, Duration::from_secs(120));
+    assert_eq!(mailflow.poll_interval, Duration::from_secs(5));
+
+    let contoso = &config.tenants[0];
+    assert_eq!(contoso.mailflow_to[0].to_string(), "ceo@contoso.com");
+    let check = contoso.enabled_check(CheckKind::Mailflow).unwrap();
+    assert_eq!(check.interval, Duration::from_secs(1_800));
+    assert_eq!(check.timeout, Duration::from_secs(180));
+    assert!(!CheckKind::Mailflow.needs_app());
+    assert!(config.tenants[1]
+        .enabled_check(CheckKind::Mailflow)
+        .is_none());
+
+    // Without [mailflow] the check is off everywhere, and nobody asked for it.
+    let config = check_valid(
+        r#"
+[[tenants]]
+name = "contoso"
+domain = "contoso.com"
+watch = ["admin@contoso.com"]
+"#,
+    );
+    assert!(config.mailflow.is_none());
+    assert!(config.tenants[0]
+        .enabled_check(CheckKind::Mailflow)
+        .is_none());
+}
+
+#[test]
+fn mailflow_implicit_tls_ports_and_a_longer_wait() {
+    let config = check_valid(&format!(
+        r#"{}
+relay_tls = "implicit"
+imap_tls = "starttls"
+imap_folder = "Bounces"
+bounce_wait = "10m"
+extra_ca_file = "/etc/tenantwatch/ca.pem"
+
+[[tenants]]
+name = "contoso"
+domain = "contoso.com"
+watch = ["admin@contoso.com"]
+mailflow_to = ["admin@contoso.com"]
+"#,
+        MAILFLOW.replace("relay_username = \"probe\"\nrelay_password_file = \"/etc/tenantwatch/relay-password\"\n", "")
+    ));
+    let mailflow = config.mailflow.as_ref().unwrap();
+    assert_eq!(
+        (mailflow.relay_port, mailflow.relay_tls),
+        (465, EmailTls::Implicit)
+    );
+    assert_eq!(
+        (mailflow.imap_port, mailflow.imap_tls),
+        (143, EmailTls::StartTls)
+    );
+    assert_eq!(
+        (
+            mailflow.relay_username.as_ref(),
+            mailflow.relay_password.as_ref()
+        ),
+        (None, None)
+    );
+    assert_eq!(mailflow.imap_folder, "Bounces");
+    assert_eq!(
+        mailflow.extra_ca_file,
+        Some("/etc/tenantwatch/ca.pem".into())
+    );
+    let check = config.tenants[0]
+        .enabled_check(CheckKind::Mailflow)
+        .unwrap();
+    assert_eq!(check.timeout, Duration::from_secs(660));
+}
+
+#[test]
+fn mailflow_mistakes_are_all_reported() {
+    check_errors(
+        r#"
+[mailflow]
+relay_host = "smtp.office365.com"
+relay_tls = "none"
+relay_password_file = "/x"
+relay_password_env = "X"
+mail_from = "bounces@contoso.com"
+imap_host = "imap bad"
+imap_username = "bounces"
+bounce_wait = "2h"
+
+[[tenants]]
+name = "contoso"
+domain = "contoso.com"
+watch = ["admin@contoso.com"]
+mailflow_to = ["ceo@contoso.com", "nobody"]
+"#,
+        &[
+            "mailflow.relay_host (line 7): smtp.office365.com is Microsoft's; the mailflow check must send and read bounces outside Microsoft, or it fails together with what it watches",
+            "mailflow.relay_tls (line 8): \"none\" is not \"starttls\" or \"implicit\" (plaintext is not supported)",
+            "mailflow.relay_password_env: give the file or the environment variable, not both",
+            "mailflow.imap_host (line 12): \"imap bad\" is not a host name or IP address",
+            "mailflow.bounce_wait (line 14): must be between 5s and 1h",
+            "tenants[0].mailflow_to[0] (line 20): ceo@contoso.com is not in this tenant's watch list; add it there too",
+            "tenants[0].mailflow_to[1] (line 20): \"nobody\" is not a valid e-mail address (expected local-part@domain)",
+        ],
+    );
+    // The envelope sender on a watched tenant's domain would send the bounces into the tenant.
+    check_errors(
+        &format!(
+            r#"{}
+[[tenants]]
+name = "contoso"
+domain = "contoso.com"
+watch = ["admin@contoso.com"]
+"#,
+            MAILFLOW.replace("bounces@msp-mail.example", "bounces@contoso.com")
+        ),
+        &["mailflow.mail_from (line 10): bounces@contoso.com is on tenant \"contoso\"'s domain; bounces must come back to a mailbox of your own, outside the tenants watched"],
+    );
+}
+
+#[test]
+fn mailflow_without_its_section_or_addresses_is_refused_when_asked_for() {
+    check_errors(
+        r#"
+[[tenants]]
+name = "contoso"
+domain = "contoso.com"
+watch = ["admin@contoso.com"]
+mailflow_to = ["admin@contoso.com"]
+"#,
+        &["tenants[0].mailflow_to (line 10): needs a [mailflow] section: the relay that sends the probe and the mailbox its bounces come back to"],
+    );
+    check_errors(
+        &format!(
+            r#"{MAILFLOW}
+[[tenants]]
+name = "contoso"
+domain = "contoso.com"
+watch = ["admin@contoso.com"]
+[tenants.checks.mailflow]
+enabled = true
+"#
+        ),
+        &["tenants[0].checks.mailflow.enabled: the mailflow check needs [mailflow] and this tenant's mailflow_to"],
+    );
+}
+
+#[test]
+fn a_mailflow_timeout_within_the_bounce_wait_is_refused() {
+    let tenant = r#"
+[[tenants]]
+name = "contoso"
+domain = "contoso.com"
+watch = ["admin@contoso.com"]
+mailflow_to = ["admin@contoso.com"]
+"#;
+    check_errors(
+        &format!("{MAILFLOW}\n[checks.mailflow]\ntimeout = \"1m\"\n{tenant}"),
+        &["checks.mailflow.timeout (line 16): 1m must be longer than mailflow.bounce_wait (2m), or the probe stops before a bounce can arrive; allow about a minute more for the relay and the mailbox"],
+    );
+    // A short interval halves the default timeout below the wait; that is named too.
+    check_errors(
+        &format!("{MAILFLOW}{tenant}[tenants.checks.mailflow]\ninterval = \"3m\"\n"),
+        &["tenants[0].checks.mailflow.timeout (line 21): 1m 30s must be longer than mailflow.bounce_wait (2m), or the probe stops before a bounce can arrive; allow about a minute more for the relay and the mailbox"],
+    );
+    // A wait that fills the default interval is reported on the wait itself.
+    check_errors(
+        &format!("{MAILFLOW}bounce_wait = \"30m\"\n{tenant}"),
+        &["mailflow.bounce_wait: 30m leaves no room in the mailflow check's interval of 30m: shorten it or set [checks.mailflow] interval"],
+    );
+    let config = check_valid(&format!(
+        "{MAILFLOW}\n[checks.mailflow]\ninterval = \"10m\"\ntimeout = \"150s\"\n{tenant}"
+    ));
+    let check = config.tenants[0]
+        .enabled_check(CheckKind::Mailflow)
+        .unwrap();
+    assert_eq!(
+        (check.interval, check.timeout),
+        (Duration::from_secs(600), Duration::from_secs(150))
     );
 }
