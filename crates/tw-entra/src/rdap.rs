@@ -627,6 +627,74 @@ mod tests {
         }
     }
 
+    fn judged(json: &str) -> (Reason, String, HttpEvidence) {
+        let record: RdapDomain = serde_json::from_str(json).unwrap();
+        let mut evidence = HttpEvidence::default();
+        let now = Timestamp::parse_utc("2026-11-23T12:00:00Z").unwrap();
+        let domain = DomainName::parse("contoso.com").unwrap();
+        let (reason, summary) = judge(&record, &domain, 30, 7, now, &mut evidence);
+        (reason, summary, evidence)
+    }
+
+    #[test]
+    fn registrar_expiration_is_the_fallback_date() {
+        let (reason, _, evidence) = judged(
+            r#"{"events":[{"eventAction":"registration","eventDate":"2000-01-01T00:00:00Z"},
+                {"eventAction":"registrar expiration","eventDate":"2026-12-03T12:00:00"}]}"#,
+        );
+        assert_eq!(reason, Reason::RegistrationExpiring);
+        assert_eq!(evidence.facts["days_left"], "10");
+        // The registry's own date wins over the registrar's.
+        let (reason, _, _) = judged(
+            r#"{"events":[{"eventAction":"registrar expiration","eventDate":"2026-12-03T12:00:00Z"},
+                {"eventAction":"expiration","eventDate":"2027-12-03T12:00:00Z"}]}"#,
+        );
+        assert_eq!(reason, Reason::RegistrationOk);
+    }
+
+    #[test]
+    fn an_unreadable_date_is_malformed_not_critical() {
+        let (reason, summary, _) =
+            judged(r#"{"events":[{"eventAction":"expiration","eventDate":"next tuesday"}]}"#);
+        assert_eq!(reason, Reason::MalformedResponse, "{summary}");
+        // A hold is still a hold without a readable date.
+        let (reason, _, _) = judged(
+            r#"{"status":["serverHold"],"events":[{"eventAction":"expiration","eventDate":"?"}]}"#,
+        );
+        assert_eq!(reason, Reason::RegistrationExpired);
+    }
+
+    #[test]
+    fn redirect_targets_resolve_relative_locations() {
+        let reply = |location: Option<&str>| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Some(location) = location {
+                headers.insert("location", location.parse().unwrap());
+            }
+            http::Reply {
+                status: 302,
+                headers,
+                body: Vec::new(),
+                retry_after: None,
+            }
+        };
+        let from = "https://rdap.example/domain/contoso.com";
+        assert_eq!(
+            redirect_target(from, &reply(Some("/v1/domain/contoso.com"))).unwrap(),
+            "https://rdap.example/v1/domain/contoso.com"
+        );
+        assert_eq!(
+            redirect_target(
+                from,
+                &reply(Some("https://other.example/rdap/domain/contoso.com"))
+            )
+            .unwrap(),
+            "https://other.example/rdap/domain/contoso.com"
+        );
+        assert!(redirect_target(from, &reply(None)).is_err());
+        assert!(redirect_target(from, &reply(Some("ftp://x/domain/contoso.com"))).is_err());
+    }
+
     #[test]
     fn registrar_name_from_the_vcard() {
         let record: RdapDomain = serde_json::from_str(

@@ -94,6 +94,17 @@ pub async fn realm(
         }
     };
     evidence.exchanges.push(exchange);
+    let (reason, summary) = judge(&realm, address, previous_namespace_type, &mut evidence);
+    outcome(reason, summary, evidence)
+}
+
+/// The verdict on a parsed realm answer; records the facts in `evidence`.
+fn judge(
+    realm: &UserRealm,
+    address: &EmailAddress,
+    previous_namespace_type: Option<&str>,
+    evidence: &mut HttpEvidence,
+) -> (Reason, String) {
     let domain = address.domain();
     let namespace = realm.namespace_type.trim().to_owned();
     let facts = &mut evidence.facts;
@@ -113,59 +124,54 @@ pub async fn realm(
             facts.insert("auth_url_host".to_owned(), host);
         }
     }
-    match kind {
+    let current = match kind {
         None => {
             let shown: String = namespace.chars().take(60).collect();
-            outcome(
+            return (
                 Reason::MalformedResponse,
                 format!("user realm lookup for {address}: unexpected NameSpaceType {shown:?}"),
-                evidence,
-            )
+            );
         }
-        Some(Namespace::Unknown) => outcome(
+        Some(Namespace::Unknown) => return (
             Reason::RealmUnknown,
             format!(
                 "Entra ID reports {domain} as Unknown (the domain no longer resolves to a tenant)"
             ),
-            evidence,
         ),
-        Some(current) => {
-            if realm.is_viral == Some(true) {
-                return outcome(
-                    Reason::RealmChanged,
-                    format!("domain sits in an unmanaged (viral) tenant: {domain} is {namespace}, IsViral true"),
-                    evidence,
-                );
-            }
-            let previous = previous_namespace_type.and_then(Namespace::parse);
-            match previous {
-                Some(before) if before != current && before != Namespace::Unknown => {
-                    evidence.facts.insert(
-                        "previous_namespace_type".to_owned(),
-                        before.as_str().to_owned(),
-                    );
-                    outcome(
-                        Reason::RealmChanged,
-                        format!(
-                            "{domain} changed from {} to {} (sign-in now goes {})",
-                            before.as_str(),
-                            current.as_str(),
-                            if current == Namespace::Federated {
-                                "to an external identity provider"
-                            } else {
-                                "to Entra ID itself"
-                            }
-                        ),
-                        evidence,
-                    )
-                }
-                _ => outcome(
-                    Reason::RealmOk,
-                    format!("{domain} is {} in Entra ID", current.as_str()),
-                    evidence,
+        Some(current) => current,
+    };
+    if realm.is_viral == Some(true) {
+        return (
+            Reason::RealmChanged,
+            format!(
+                "domain sits in an unmanaged (viral) tenant: {domain} is {namespace}, IsViral true"
+            ),
+        );
+    }
+    match previous_namespace_type.and_then(Namespace::parse) {
+        Some(before) if before != current && before != Namespace::Unknown => {
+            facts.insert(
+                "previous_namespace_type".to_owned(),
+                before.as_str().to_owned(),
+            );
+            let goes = if current == Namespace::Federated {
+                "to an external identity provider"
+            } else {
+                "to Entra ID itself"
+            };
+            (
+                Reason::RealmChanged,
+                format!(
+                    "{domain} changed from {} to {} (sign-in now goes {goes})",
+                    before.as_str(),
+                    current.as_str()
                 ),
-            }
+            )
         }
+        _ => (
+            Reason::RealmOk,
+            format!("{domain} is {} in Entra ID", current.as_str()),
+        ),
     }
 }
 
@@ -219,6 +225,46 @@ fn encode_path_segment(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn judged(json: &str, previous: Option<&str>) -> (Reason, String, HttpEvidence) {
+        let realm: UserRealm = serde_json::from_str(json).unwrap();
+        let address = EmailAddress::parse("probe@contoso.com").unwrap();
+        let mut evidence = HttpEvidence::default();
+        let (reason, summary) = judge(&realm, &address, previous, &mut evidence);
+        (reason, summary, evidence)
+    }
+
+    #[test]
+    fn a_viral_domain_is_a_change_whatever_came_before() {
+        let (reason, summary, evidence) = judged(
+            r#"{"NameSpaceType":"Managed","Login":"probe@contoso.com","IsViral":true,"cloud_instance_name":"microsoftonline.com"}"#,
+            Some("Managed"),
+        );
+        assert_eq!(reason, Reason::RealmChanged);
+        assert!(summary.contains("unmanaged (viral) tenant"), "{summary}");
+        assert_eq!(evidence.facts["is_viral"], "true");
+        let (reason, _, evidence) = judged(
+            r#"{"NameSpaceType":"Managed","IsViral":false}"#,
+            Some("Managed"),
+        );
+        assert_eq!(reason, Reason::RealmOk);
+        assert_eq!(evidence.facts["is_viral"], "false");
+    }
+
+    #[test]
+    fn recovering_from_unknown_is_not_drift_and_odd_types_are_malformed() {
+        let (reason, _, _) = judged(r#"{"NameSpaceType":"Managed"}"#, Some("Unknown"));
+        assert_eq!(reason, Reason::RealmOk);
+        let (reason, _, _) = judged(r#"{"NameSpaceType":"Cloudy"}"#, None);
+        assert_eq!(reason, Reason::MalformedResponse);
+        let (reason, _, evidence) = judged(
+            r#"{"NameSpaceType":"Federated","AuthURL":"https://sts.contoso.com/adfs/ls/?username=probe%40contoso.com","FederationBrandName":"Contoso"}"#,
+            None,
+        );
+        assert_eq!(reason, Reason::RealmOk);
+        assert_eq!(evidence.facts["auth_url_host"], "sts.contoso.com");
+        assert_eq!(evidence.facts["federation_brand_name"], "Contoso");
+    }
 
     #[test]
     fn path_segments_are_encoded() {
