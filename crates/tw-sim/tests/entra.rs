@@ -1163,3 +1163,378 @@ async fn faults_on_login_and_rdap() {
     f.sim.clear_requests();
     assert!(f.sim.requests().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Less common paths
+
+async fn token_form(f: &Fixture, tenant: &str, form: &[(&str, &str)]) -> Response {
+    f.http
+        .post(token_url(f, tenant))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn token_request_shape_errors() {
+    let f = start().await;
+    let base = |extra: &[(&'static str, &'static str)]| {
+        let mut form = vec![
+            ("client_id", CLIENT_ID),
+            ("grant_type", "client_credentials"),
+        ];
+        form.extend_from_slice(extra);
+        form
+    };
+    let cases: Vec<(Vec<(&str, &str)>, u16, &str, u32)> = vec![
+        (
+            base(&[("client_secret", SECRET)]),
+            400,
+            "invalid_request",
+            900144,
+        ),
+        (
+            base(&[("client_secret", SECRET), ("scope", "User.Read")]),
+            400,
+            "invalid_scope",
+            70011,
+        ),
+        (
+            base(&[
+                ("client_secret", SECRET),
+                ("scope", "https://outlook.office365.com/.default"),
+            ]),
+            400,
+            "invalid_resource",
+            500011,
+        ),
+        (
+            base(&[("scope", GRAPH_SCOPE)]),
+            400,
+            "invalid_client",
+            7000218,
+        ),
+        (
+            base(&[
+                ("scope", GRAPH_SCOPE),
+                ("client_secret", SECRET),
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", "x.y.z"),
+            ]),
+            400,
+            "invalid_request",
+            90014,
+        ),
+        (
+            vec![
+                ("client_id", CLIENT_ID),
+                ("grant_type", "password"),
+                ("scope", GRAPH_SCOPE),
+                ("client_secret", SECRET),
+            ],
+            400,
+            "unsupported_grant_type",
+            70003,
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("scope", GRAPH_SCOPE),
+                ("client_secret", SECRET),
+            ],
+            400,
+            "invalid_request",
+            900144,
+        ),
+    ];
+    for (form, status, error, code) in cases {
+        let response = token_form(&f, TID, &form).await;
+        assert_login_error(response, status, error, code).await;
+    }
+    let common = token_with_secret(&f, "common", CLIENT_ID, SECRET).await;
+    assert_login_error(common, 400, "invalid_request", 9001023).await;
+    let get = f.http.get(token_url(&f, TID)).send().await.unwrap();
+    assert_login_error(get, 400, "invalid_request", 900561).await;
+}
+
+#[tokio::test]
+async fn token_with_basic_auth_and_unregistered_app() {
+    let f = start().await;
+    let response = f
+        .http
+        .post(token_url(&f, TID))
+        .basic_auth(CLIENT_ID, Some(SECRET))
+        .form(&[("scope", GRAPH_SCOPE), ("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    f.sim.unregister_app(TID, CLIENT_ID);
+    let revoked = token_with_secret(&f, TID, CLIENT_ID, SECRET).await;
+    assert_login_error(revoked, 400, "unauthorized_client", 700016).await;
+
+    // A certificate that does not parse is not registered: nothing matches it.
+    f.sim.register_app(
+        TID,
+        CLIENT_ID,
+        SimCredential::Certificate {
+            cert_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_owned(),
+        },
+    );
+    let assertion = Assertion::valid(&f, Algorithm::RS256).sign();
+    let response = token_with_assertion(&f, TID, &assertion).await;
+    assert_login_error(response, 401, "invalid_client", 700027).await;
+    // Registering the real certificate again makes the same assertion work.
+    f.sim
+        .register_app(TID, CLIENT_ID, SimCredential::test_app_certificate());
+    let response = token_with_assertion(&f, TID, &assertion).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn assertion_claim_and_header_checks() {
+    let f = start().await;
+    // The token URL by domain is an accepted audience when the request uses the domain.
+    let by_domain = Assertion {
+        aud: token_url(&f, "contoso.com"),
+        ..Assertion::valid(&f, Algorithm::RS256)
+    };
+    let response = token_with_assertion(&f, "contoso.com", &by_domain.sign()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let now = now_s();
+    let sign = |claims: Value, alg: Algorithm| {
+        let mut header = Header::new(alg);
+        header.x5t_s256 = Some(thumbprint(TEST_APP_CERT_PEM, true));
+        let key = if alg == Algorithm::HS256 {
+            EncodingKey::from_secret(b"shared")
+        } else {
+            EncodingKey::from_rsa_pem(TEST_APP_KEY_PEM.as_bytes()).unwrap()
+        };
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let aud = token_url(&f, TID);
+    let other_client = "99999999-0000-4000-8000-000000000009";
+    let wrong_issuer = sign(
+        json!({"aud": aud, "iss": other_client, "sub": other_client, "jti": "1", "nbf": now - 5, "exp": now + 600}),
+        Algorithm::RS256,
+    );
+    let response = token_with_assertion(&f, TID, &wrong_issuer).await;
+    assert_login_error(response, 400, "invalid_client", 700021).await;
+    let no_jti = sign(
+        json!({"aud": aud, "iss": CLIENT_ID, "sub": CLIENT_ID, "nbf": now - 5, "exp": now + 600}),
+        Algorithm::RS256,
+    );
+    let response = token_with_assertion(&f, TID, &no_jti).await;
+    assert_login_error(response, 400, "invalid_request", 50027).await;
+    let hmac = sign(
+        json!({"aud": aud, "iss": CLIENT_ID, "sub": CLIENT_ID, "jti": "1", "nbf": now - 5, "exp": now + 600}),
+        Algorithm::HS256,
+    );
+    let response = token_with_assertion(&f, TID, &hmac).await;
+    assert_login_error(response, 401, "invalid_client", 700027).await;
+}
+
+#[tokio::test]
+async fn v1_discovery_keywords_and_v1_realm() {
+    let f = start().await;
+    let v1 = response_json(
+        &f,
+        &format!(
+            "{}/{TID}/.well-known/openid-configuration",
+            f.sim.login_url()
+        ),
+    )
+    .await;
+    assert_eq!(v1["issuer"], format!("https://sts.windows.net/{TID}/"));
+    let common = response_json(&f, &discovery_url(&f, "organizations")).await;
+    assert_eq!(
+        common["issuer"],
+        format!("{}/{{tenantid}}/v2.0", f.sim.login_url())
+    );
+    let zero = f
+        .http
+        .get(discovery_url(&f, "00000000-0000-0000-0000-000000000000"))
+        .send()
+        .await
+        .unwrap();
+    assert_login_error(zero, 400, "invalid_tenant", 90002).await;
+
+    f.sim.set_namespace_type("contoso.com", "Federated");
+    let realm = response_json(
+        &f,
+        &format!(
+            "{}/common/userrealm/probe@contoso.com?api-version=1.0",
+            f.sim.login_url()
+        ),
+    )
+    .await;
+    assert_eq!(realm["ver"], "1.0");
+    assert_eq!(realm["account_type"], "Federated");
+    assert_eq!(realm["domain_name"], "contoso.com");
+    assert!(realm["federation_metadata_url"].is_string());
+}
+
+#[tokio::test]
+async fn graph_bad_requests() {
+    let f = start().await;
+    let (status, body) = graph_get(&f, TID, "/me/nothing").await;
+    assert_graph_error(status, &body, 400, "BadRequest");
+    let (status, body) = graph_get(&f, TID, "/subscribedSkus?$skiptoken=garbage").await;
+    assert_graph_error(status, &body, 400, "BadRequest");
+    let response = f
+        .http
+        .get(format!("{}/beta/subscribedSkus", f.sim.graph_url()))
+        .bearer_auth(f.sim.issue_token(TID))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = f
+        .http
+        .post(format!("{}/v1.0/subscribedSkus", f.sim.graph_url()))
+        .bearer_auth(f.sim.issue_token(TID))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    // Adding a user with an existing id replaces it (and undeletes it).
+    f.sim
+        .add_user(TID, SimUser::licensed(ADMIN_ID, "admin@contoso.com"));
+    f.sim.delete_user(TID, ADMIN_ID);
+    f.sim
+        .add_user(TID, SimUser::unlicensed(ADMIN_ID, "renamed@contoso.com"));
+    let (status, user) = graph_get(&f, TID, &format!("/users/{ADMIN_ID}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(user["userPrincipalName"], "renamed@contoso.com");
+    let (status, _) = graph_get(&f, TID, &format!("/directory/deletedItems/{ADMIN_ID}")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn faults_count_down_match_any_listener_and_log_queries() {
+    let f = start().await;
+    f.sim.set_rdap("contoso.com", SimRdap::default());
+    f.sim.inject(Fault {
+        path_contains: String::new(),
+        kind: FaultKind::GatewayTimeout,
+        times: 3,
+    });
+    let rdap = format!("{}/domain/contoso.com", f.sim.rdap_base_url());
+    let graph = format!("{}/v1.0/subscribedSkus?$top=1", f.sim.graph_url());
+    let token = f.sim.issue_token(TID);
+    assert_eq!(f.http.get(&rdap).send().await.unwrap().status(), 504);
+    assert_eq!(
+        f.http
+            .get(&graph)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        504
+    );
+    assert_eq!(
+        f.http
+            .get(discovery_url(&f, TID))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        504
+    );
+    assert_eq!(f.http.get(&rdap).send().await.unwrap().status(), 200);
+
+    f.sim
+        .inject(Fault::once("/rdap/", FaultKind::MalformedJson));
+    let malformed = f.http.get(&rdap).send().await.unwrap();
+    assert_eq!(malformed.status(), 200);
+    assert_eq!(
+        header(&malformed, "content-type").as_deref(),
+        Some("application/rdap+json")
+    );
+    assert!(serde_json::from_slice::<Value>(&malformed.bytes().await.unwrap()).is_err());
+
+    f.sim.inject(Fault::once(
+        "$top=1",
+        FaultKind::Delay(Duration::from_millis(200)),
+    ));
+    let started = tokio::time::Instant::now();
+    let delayed = f.http.get(&graph).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(delayed.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    let log = f.sim.requests();
+    let graph_requests: Vec<_> = log
+        .iter()
+        .filter(|request| request.server == SimServer::Graph)
+        .collect();
+    assert_eq!(graph_requests.len(), 2);
+    assert_eq!(graph_requests[0].path, "/v1.0/subscribedSkus");
+    assert_eq!(graph_requests[0].query, "$top=1");
+    assert_eq!(graph_requests[1].status, 200);
+    assert!(graph_requests[1].authorized);
+    assert!(log.windows(2).all(|pair| pair[0].at <= pair[1].at));
+}
+
+#[tokio::test]
+async fn rdap_odd_requests() {
+    let f = start().await;
+    let empty = response_json(&f, &f.sim.rdap_bootstrap_url()).await;
+    assert_eq!(empty["services"], json!([]));
+    f.sim
+        .set_rdap("Contoso.COM.", SimRdap::expiring("2027-01-01T00:00:00Z"));
+    let domain = response_json(
+        &f,
+        &format!("{}/domain/CONTOSO.com.", f.sim.rdap_base_url()),
+    )
+    .await;
+    assert_eq!(domain["ldhName"], "CONTOSO.COM");
+    let bad = f
+        .http
+        .get(format!("{}/nameserver/ns1.example", f.sim.rdap_base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["errorCode"], 400);
+}
+
+#[tokio::test]
+async fn listeners_stop_on_shutdown() {
+    let ca = TestCa::generate().unwrap();
+    let shutdown = CancellationToken::new();
+    let sim = EntraSim::start(&ca, shutdown.clone()).await.unwrap();
+    let http = Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_cert_pem.as_bytes()).unwrap())
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    assert!(sim.login_url().starts_with("https://127.0.0.1:"));
+    let url = sim.rdap_bootstrap_url();
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+    shutdown.cancel();
+    // The accept loop notices the cancellation at its next poll.
+    let mut refused = false;
+    for _ in 0..50 {
+        let fresh = Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(ca.ca_cert_pem.as_bytes()).unwrap(),
+            )
+            .no_proxy()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        if fresh.get(&url).send().await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "still answering after shutdown");
+}
