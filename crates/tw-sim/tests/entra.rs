@@ -1187,7 +1187,9 @@ async fn token_request_shape_errors() {
         form.extend_from_slice(extra);
         form
     };
-    let cases: Vec<(Vec<(&str, &str)>, u16, &str, u32)> = vec![
+    // (form, status, error, AADSTS code)
+    type Case = (Vec<(&'static str, &'static str)>, u16, &'static str, u32);
+    let cases: Vec<Case> = vec![
         (
             base(&[("client_secret", SECRET)]),
             400,
