@@ -58,9 +58,19 @@
 //! # Simplified
 //!
 //! * Access tokens are opaque random strings, not JWTs with `tid`/`roles`; permissions are
-//!   all-or-nothing per path fragment via [`EntraSim::deny`].
-//! * `$select` is honoured loosely (unknown names ignored, not 400); `$filter` is only read on
-//!   role assignments; `$skiptoken` is an offset. `$count`, `$orderby`, `$search` are ignored.
+//!   all-or-nothing per path fragment via [`EntraSim::deny`]. A removed tenant's tokens get
+//!   401 `InvalidAuthenticationToken` on Graph.
+//! * A forced [`EntraSim::set_token_error`] answers right after the tenant is resolved, before
+//!   the request itself is checked. AADSTS7000218 (no credential) answers 400, as the table of
+//!   forced codes says, although Entra is reported to send 401.
+//! * `$select` is honoured loosely (unknown names ignored, not 400). `$filter` is read only on
+//!   role assignments (`roleDefinitionId eq '…'`) and deleted users (`userPrincipalName eq`,
+//!   `startswith`, `endswith`; `endswith` needs `ConsistencyLevel: eventual` and `$count=true`,
+//!   else 400 `Request_UnsupportedQuery`); `$count=true` adds `@odata.count`; `$top` sets the
+//!   page size; `$skiptoken` is an offset; `$orderby` and `$search` are ignored.
+//! * Faults match `path_contains` against the path plus `?query`, tried in injection order.
+//!   The request log's `authorized` is "valid Graph bearer" or "verified token-endpoint
+//!   credential"; discovery, realm and RDAP requests are never `authorized`.
 //! * Error texts are paraphrases. The login 429/503 fault bodies use the OAuth shape with
 //!   AADSTS 90055/90033 (Entra's real 429 body is not in the reference).
 //! * No replay check of `jti`, no certificate expiry check, no per-app consented roles, no
