@@ -251,10 +251,14 @@ pub(super) fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Sets a header; values this module builds are always valid, others are skipped.
+/// Sets a header; names and values this module builds are always valid, others are skipped
+/// (`HeaderName::from_static` would panic on an upper-case name).
 pub(super) fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), value);
+    if let (Ok(name), Ok(value)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
+        headers.insert(name, value);
     }
 }
 
