@@ -5,25 +5,41 @@
 //! recipient's answer and each fault (tarpit, drop mid-dialogue, slow replies, refusing
 //! greeting) is scriptable while the server runs, because probe tests flip an address from
 //! accepted to gone and expect the next conversation to see it.
+//!
+//! For the mailflow check it also stands in for the path a real message takes: a submission
+//! relay (AUTH PLAIN or LOGIN, STARTTLS or TLS from the first byte) in front of Exchange
+//! Online. It then takes DATA, and for a recipient that Exchange accepts at RCPT but cannot
+//! deliver to (reference §4.5) it writes the NDR Exchange would send into the sender's
+//! Maildir. `saw_data` still records every DATA, so RCPT-only probes stay checkable.
 
+mod auth;
 mod clock;
+mod dsn;
 mod line;
+mod maildir;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::clock::UtcTime;
 use self::line::{read_line, Line};
+
+pub use self::dsn::{exchange_online_ndr, NdrRequest, EXCHANGE_REPORTING_MTA};
+pub use self::maildir::deliver_to_maildir;
+
+/// Largest message DATA accepted (EOP advertises 150 MiB; tests never need more than this).
+const MAX_MESSAGE: u64 = 4 * 1024 * 1024;
 
 /// How the simulator answers `RCPT TO` for one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +52,23 @@ pub enum RcptBehaviour {
     /// Exactly these reply lines, joined by `"\n"` without CRLF; each is sent with CRLF. A
     /// multi-line reply must already carry its `550-` continuation markers.
     Reply(String),
+    /// `250 2.1.5 Recipient OK` at RCPT, then, once the message is taken, an NDR with
+    /// `550 5.1.10 RESOLVER.ADR.RecipientNotFound` into the bounce Maildir: an address that
+    /// is still in the directory but has no usable mailbox (reference §4.5).
+    AcceptThenBounce,
+}
+
+/// A message the simulator took at DATA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub mail_from: String,
+    pub recipients: Vec<String>,
+    /// The message as received, dot-unstuffed, CRLF line endings.
+    pub data: String,
+    /// The AUTH user of the session, if it authenticated.
+    pub authenticated_as: Option<String>,
+    /// Where the NDRs written for this message went.
+    pub bounces: Vec<PathBuf>,
 }
 
 /// A misbehaviour the server applies to every new command or connection.
@@ -104,6 +137,12 @@ struct Shared {
     sessions: AtomicU64,
     rcpt_log: Mutex<Vec<String>>,
     saw_data: AtomicBool,
+    /// TLS from the first byte (a submission port such as 465) instead of STARTTLS.
+    implicit_tls: bool,
+    /// User name and password a client must AUTH with before MAIL.
+    auth: Mutex<Option<(String, String)>>,
+    bounce_maildir: Mutex<Option<PathBuf>>,
+    messages: Mutex<Vec<ReceivedMessage>>,
 }
 
 impl SmtpSim {
@@ -111,6 +150,29 @@ impl SmtpSim {
     /// watches the same token, so cancelling it also ends tarpitted and slow sessions.
     pub async fn start(
         config: SmtpSimConfig,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<SmtpSim> {
+        SmtpSim::bind(config, false, shutdown).await
+    }
+
+    /// Like [`SmtpSim::start`], but TLS starts with the first byte (SMTPS, as on port 465)
+    /// with `config.tls`, which must be set; STARTTLS is then neither offered nor accepted.
+    pub async fn start_implicit_tls(
+        config: SmtpSimConfig,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<SmtpSim> {
+        if config.tls.is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "implicit TLS needs SmtpSimConfig::tls",
+            ));
+        }
+        SmtpSim::bind(config, true, shutdown).await
+    }
+
+    async fn bind(
+        config: SmtpSimConfig,
+        implicit_tls: bool,
         shutdown: CancellationToken,
     ) -> std::io::Result<SmtpSim> {
         let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
@@ -124,6 +186,10 @@ impl SmtpSim {
             sessions: AtomicU64::new(0),
             rcpt_log: Mutex::new(Vec::new()),
             saw_data: AtomicBool::new(false),
+            implicit_tls,
+            auth: Mutex::new(None),
+            bounce_maildir: Mutex::new(None),
+            messages: Mutex::new(Vec::new()),
         });
         let tracker = TaskTracker::new();
         tracker.spawn(run(
@@ -171,6 +237,23 @@ impl SmtpSim {
     /// Whether any client ever sent `DATA` or `BDAT`; a probe never may.
     pub fn saw_data(&self) -> bool {
         self.shared.saw_data.load(Ordering::SeqCst)
+    }
+
+    /// From now on `AUTH` (PLAIN or LOGIN) with these credentials is offered (inside TLS
+    /// when the server has TLS) and required before `MAIL`, as on a submission relay.
+    pub fn require_auth(&self, username: &str, password: &str) {
+        *self.shared.auth.lock() = Some((username.to_owned(), password.to_owned()));
+    }
+
+    /// Where NDRs for `RcptBehaviour::AcceptThenBounce` recipients are delivered: the Maildir
+    /// of the envelope sender's mailbox. Without one they are dropped.
+    pub fn set_bounce_maildir(&self, maildir: Option<PathBuf>) {
+        *self.shared.bounce_maildir.lock() = maildir;
+    }
+
+    /// Every message taken at DATA, in order.
+    pub fn messages(&self) -> Vec<ReceivedMessage> {
+        self.shared.messages.lock().clone()
     }
 }
 
@@ -254,6 +337,12 @@ struct Session<'a> {
     in_tls: bool,
     greeted: bool,
     has_mail: bool,
+    /// The AUTH user once authenticated.
+    authenticated: Option<String>,
+    /// The transaction: sender, `ENVID`, and recipients accepted (with whether they bounce).
+    mail_from: String,
+    envelope_id: Option<String>,
+    recipients: Vec<(String, bool)>,
 }
 
 async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> std::io::Result<()> {
@@ -274,14 +363,20 @@ async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> std::io:
         SmtpFault::None | SmtpFault::Delay(_) | SmtpFault::DropAfter(_) => {}
     }
 
+    if shared.implicit_tls {
+        let Some(acceptor) = &shared.tls else {
+            return Ok(());
+        };
+        let mut tls_stream = acceptor.accept(stream).await?;
+        let mut session = Session::new(shared, peer, session_id, true);
+        session.greet(&mut tls_stream).await?;
+        let mut reader = BufReader::new(tls_stream);
+        session.dialogue(&mut reader).await?;
+        return Ok(());
+    }
+
     let mut session = Session::new(shared, peer, session_id.clone(), false);
-    let greeting = format!(
-        "220 {} Microsoft ESMTP MAIL Service ready at {} [{}]",
-        shared.banner_host,
-        UtcTime::now().rfc2822(),
-        session_id
-    );
-    session.reply(&mut stream, &greeting).await?;
+    session.greet(&mut stream).await?;
 
     let mut reader = BufReader::new(stream);
     match session.dialogue(&mut reader).await? {
@@ -310,7 +405,33 @@ impl<'a> Session<'a> {
             in_tls,
             greeted: false,
             has_mail: false,
+            authenticated: None,
+            mail_from: String::new(),
+            envelope_id: None,
+            recipients: Vec::new(),
         }
+    }
+
+    async fn greet<W: AsyncWrite + Unpin>(&self, writer: &mut W) -> std::io::Result<()> {
+        let greeting = format!(
+            "220 {} Microsoft ESMTP MAIL Service ready at {} [{}]",
+            self.shared.banner_host,
+            UtcTime::now().rfc2822(),
+            self.session_id
+        );
+        self.reply(writer, &greeting).await
+    }
+
+    fn reset(&mut self) {
+        self.has_mail = false;
+        self.mail_from.clear();
+        self.envelope_id = None;
+        self.recipients.clear();
+    }
+
+    /// Whether AUTH is offered in this state: configured, and inside TLS when there is TLS.
+    fn auth_offered(&self) -> bool {
+        self.shared.auth.lock().is_some() && (self.in_tls || self.shared.tls.is_none())
     }
 
     /// Writes each `"\n"`-separated line of `text` with CRLF, after the configured delay.
@@ -364,16 +485,16 @@ impl<'a> Session<'a> {
             let reply = match verb.as_str() {
                 "EHLO" => {
                     self.greeted = true;
-                    self.has_mail = false;
+                    self.reset();
                     self.ehlo_reply()
                 }
                 "HELO" => {
                     self.greeted = true;
-                    self.has_mail = false;
+                    self.reset();
                     format!("250 {} Hello [{}]", self.shared.banner_host, self.peer.ip())
                 }
                 "STARTTLS" => {
-                    if self.shared.tls.is_none() {
+                    if self.shared.tls.is_none() || self.shared.implicit_tls {
                         // Not advertised, so to this server it is just an unknown verb.
                         "500 5.3.3 Unrecognized command".to_string()
                     } else if self.in_tls {
@@ -386,9 +507,13 @@ impl<'a> Session<'a> {
                 "MAIL" => self.mail(argument),
                 "RCPT" => self.rcpt(argument),
                 "RSET" => {
-                    self.has_mail = false;
+                    self.reset();
                     "250 2.0.0 Resetting".to_string()
                 }
+                "AUTH" => match self.auth(stream, argument).await? {
+                    Some(reply) => reply,
+                    None => return Ok(Next::Close),
+                },
                 "NOOP" => "250 2.0.0 OK".to_string(),
                 "QUIT" => {
                     self.reply(stream, "221 2.0.0 Service closing transmission channel")
@@ -396,9 +521,26 @@ impl<'a> Session<'a> {
                     stream.shutdown().await?;
                     return Ok(Next::Close);
                 }
-                "DATA" | "BDAT" => {
-                    // Recorded because a probe must never get this far; the simulator does not
-                    // implement message transfer, so it refuses the data phase outright.
+                "DATA" => {
+                    // Recorded because an RCPT-only probe must never get this far.
+                    self.shared.saw_data.store(true, Ordering::SeqCst);
+                    if !self.has_mail || self.recipients.is_empty() {
+                        "554 5.5.1 Error: no valid recipients".to_string()
+                    } else {
+                        self.reply(stream, "354 Start mail input; end with <CRLF>.<CRLF>")
+                            .await?;
+                        match read_data(stream).await? {
+                            None => return Ok(Next::Close),
+                            Some(Err(reply)) => {
+                                self.reset();
+                                reply.to_string()
+                            }
+                            Some(Ok(data)) => self.take_message(data),
+                        }
+                    }
+                }
+                "BDAT" => {
+                    // CHUNKING is advertised as EOP does, but only DATA is implemented.
                     self.shared.saw_data.store(true, Ordering::SeqCst);
                     "554 5.5.1 Error: no valid recipients".to_string()
                 }
@@ -419,6 +561,9 @@ impl<'a> Session<'a> {
         ];
         if self.shared.tls.is_some() && !self.in_tls {
             lines.push("250-STARTTLS".to_string());
+        }
+        if self.auth_offered() {
+            lines.push("250-AUTH PLAIN LOGIN".to_string());
         }
         lines.extend(
             [
@@ -442,7 +587,30 @@ impl<'a> Session<'a> {
         if !has_prefix_ignore_case(argument, "FROM:") {
             return "501 5.5.4 Invalid arguments".to_string();
         }
+        if self.shared.auth.lock().is_some() && self.authenticated.is_none() {
+            return format!(
+                "530 5.7.57 Client not authenticated to send mail [{}]",
+                self.shared.banner_host
+            );
+        }
+        let rest = argument.get(5..).unwrap_or("").trim_start();
+        let (address, parameters) = match rest.strip_prefix('<') {
+            Some(bracketed) => match bracketed.split_once('>') {
+                Some((address, parameters)) => (address, parameters),
+                None => return "501 5.5.4 Invalid arguments".to_string(),
+            },
+            None => rest.split_once(' ').unwrap_or((rest, "")),
+        };
         self.has_mail = true;
+        self.mail_from = address.to_string();
+        self.envelope_id = parameters
+            .split_whitespace()
+            .find_map(|p| {
+                p.get(..6)
+                    .filter(|k| k.eq_ignore_ascii_case("ENVID="))
+                    .and(p.get(6..))
+            })
+            .map(str::to_string);
         "250 2.1.0 Sender OK".to_string()
     }
 
@@ -454,18 +622,209 @@ impl<'a> Session<'a> {
             return "501 5.5.4 Invalid arguments".to_string();
         };
         let behaviour = self.shared.rcpt_behaviour(&address);
-        self.shared.rcpt_log.lock().push(address);
+        self.shared.rcpt_log.lock().push(address.clone());
         match behaviour {
-            RcptBehaviour::Accept => "250 2.1.5 Recipient OK".to_string(),
+            RcptBehaviour::Accept => {
+                self.recipients.push((address, false));
+                "250 2.1.5 Recipient OK".to_string()
+            }
+            RcptBehaviour::AcceptThenBounce => {
+                self.recipients.push((address, true));
+                "250 2.1.5 Recipient OK".to_string()
+            }
             RcptBehaviour::RejectUnknown => format!(
                 "550 5.4.1 Recipient address rejected: Access denied. AS(201806281) [{} {} {}]",
                 self.shared.banner_host,
                 UtcTime::now().iso8601(),
                 self.session_id
             ),
-            RcptBehaviour::Reply(lines) => lines,
+            RcptBehaviour::Reply(lines) => {
+                if lines.starts_with('2') {
+                    self.recipients.push((address, false));
+                }
+                lines
+            }
         }
     }
+
+    /// AUTH PLAIN (with or without an initial response) or AUTH LOGIN; the reply to send, or
+    /// `None` when the client hung up mid-exchange.
+    async fn auth<S>(
+        &mut self,
+        stream: &mut BufReader<S>,
+        argument: &str,
+    ) -> std::io::Result<Option<String>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let expected = self.shared.auth.lock().clone();
+        let Some((user, password)) = expected.filter(|_| self.auth_offered()) else {
+            return Ok(Some("503 5.5.1 Bad sequence of commands".to_string()));
+        };
+        if self.authenticated.is_some() {
+            return Ok(Some("503 5.5.1 Already authenticated".to_string()));
+        }
+        let (mechanism, initial) = match argument.split_once(' ') {
+            Some((mechanism, initial)) => (mechanism.to_ascii_uppercase(), Some(initial.trim())),
+            None => (argument.trim().to_ascii_uppercase(), None),
+        };
+        let given = match mechanism.as_str() {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(initial) => initial.to_string(),
+                    None => match self.challenge(stream, "").await? {
+                        Some(response) => response,
+                        None => return Ok(None),
+                    },
+                };
+                auth::plain_credentials(&response)
+            }
+            "LOGIN" => {
+                let Some(user_line) = self
+                    .challenge(stream, &auth::encode_base64(b"Username:"))
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let Some(password_line) = self
+                    .challenge(stream, &auth::encode_base64(b"Password:"))
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                auth::login_value(&user_line).zip(auth::login_value(&password_line))
+            }
+            _ => {
+                return Ok(Some(
+                    "504 5.7.4 Unrecognized authentication type".to_string(),
+                ))
+            }
+        };
+        Ok(Some(match given {
+            Some((given_user, given_password))
+                if given_user == user && given_password == password =>
+            {
+                self.authenticated = Some(given_user);
+                "235 2.7.0 Authentication successful".to_string()
+            }
+            Some(_) => "535 5.7.3 Authentication unsuccessful".to_string(),
+            None => "501 5.5.2 Cannot decode response".to_string(),
+        }))
+    }
+
+    /// Sends `334 <challenge>` and reads the client's one-line answer.
+    async fn challenge<S>(
+        &mut self,
+        stream: &mut BufReader<S>,
+        challenge: &str,
+    ) -> std::io::Result<Option<String>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let line = if challenge.is_empty() {
+            "334 ".to_string()
+        } else {
+            format!("334 {challenge}")
+        };
+        self.reply(stream, &line).await?;
+        match read_line(stream).await? {
+            Line::Text(text) => Ok(Some(text)),
+            Line::TooLong | Line::NotUtf8 => Ok(Some(String::new())),
+            Line::Eof => Ok(None),
+        }
+    }
+
+    /// Keeps the message, writes the NDRs Exchange would send for bouncing recipients, and
+    /// answers as EOP does once a message is queued.
+    fn take_message(&mut self, data: String) -> String {
+        let recipients = std::mem::take(&mut self.recipients);
+        let headers_end = data.find("\r\n\r\n").map_or(data.len(), |end| end + 2);
+        let original_headers = data.get(..headers_end).unwrap_or_default().to_string();
+        let maildir = self.shared.bounce_maildir.lock().clone();
+        let mut bounces = Vec::new();
+        // A null sender (itself a bounce) never gets an NDR back (RFC 5321 §4.5.5).
+        if !self.mail_from.is_empty() {
+            for (recipient, _) in recipients.iter().filter(|(_, bounce)| *bounce) {
+                let ndr = exchange_online_ndr(&NdrRequest {
+                    to: self.mail_from.clone(),
+                    recipient: recipient.clone(),
+                    original_headers: original_headers.clone(),
+                    envelope_id: self.envelope_id.clone(),
+                    received_from: format!("[{}]", self.peer.ip()),
+                });
+                match &maildir {
+                    Some(dir) => match deliver_to_maildir(dir, ndr.as_bytes()) {
+                        Ok(path) => bounces.push(path),
+                        Err(error) => {
+                            tracing::warn!(%error, dir = %dir.display(), "SMTP sim could not write an NDR")
+                        }
+                    },
+                    None => {
+                        tracing::debug!(%recipient, "SMTP sim has no bounce Maildir; NDR dropped")
+                    }
+                }
+            }
+        }
+        self.shared.messages.lock().push(ReceivedMessage {
+            mail_from: std::mem::take(&mut self.mail_from),
+            recipients: recipients.into_iter().map(|(address, _)| address).collect(),
+            data,
+            authenticated_as: self.authenticated.clone(),
+            bounces,
+        });
+        self.reset();
+        format!(
+            "250 2.6.0 <{:016X}@{}> [InternalId={}, Hostname={}] Queued mail for delivery",
+            fastrand::u64(..),
+            self.shared.banner_host,
+            fastrand::u64(..10_000_000_000_000),
+            self.shared.banner_host
+        )
+    }
+}
+
+/// Reads message data up to the lone `.` line and undoes dot-stuffing. `None` if the client
+/// hung up; `Some(Err(reply))` if the message was too large (the rest is read and discarded
+/// so the dialogue stays in step).
+async fn read_data<S>(
+    stream: &mut BufReader<S>,
+) -> std::io::Result<Option<Result<String, &'static str>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut data = String::new();
+    let mut too_large = false;
+    loop {
+        let mut line = Vec::new();
+        let read = (&mut *stream)
+            .take(MAX_MESSAGE)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text == "." {
+            break;
+        }
+        if too_large {
+            continue;
+        }
+        let text = text.strip_prefix('.').unwrap_or(text);
+        data.push_str(text);
+        data.push_str("\r\n");
+        if data.len() as u64 > MAX_MESSAGE {
+            too_large = true;
+            data.clear();
+        }
+    }
+    if too_large {
+        return Ok(Some(Err(
+            "552 5.3.4 Message size exceeds fixed maximum message size",
+        )));
+    }
+    Ok(Some(Ok(data)))
 }
 
 fn step_of(verb: &str) -> Option<SmtpStep> {
