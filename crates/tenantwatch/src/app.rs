@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use tw_core::config::{self, Config};
 use tw_core::Timestamp;
 use tw_notify::{Channel, DispatchStats, Dispatcher};
-use tw_probe::{Clients, DnsMemory, Plan, Scheduler, SchedulerStats};
+use tw_probe::{Clients, ProbeMemory, Plan, Scheduler, SchedulerStats};
 use tw_server::{Health, Metrics, ServerState};
 use tw_store::{RecordPolicy, Store};
 
@@ -136,15 +136,25 @@ impl App {
         ));
         tracing::info!(%listen, "Serving /metrics, /healthz and /readyz");
 
-        let dns_memory = Arc::new(DnsMemory::default());
+        let memory = Arc::new(ProbeMemory::default());
         match store.dns_snapshots().await {
             Ok(snapshots) => {
                 for snapshot in snapshots {
-                    dns_memory.seed(&snapshot.tenant, &snapshot.domain, snapshot.records);
+                    memory.seed_dns(&snapshot.tenant, &snapshot.domain, snapshot.records);
                 }
             }
             Err(err) => {
                 tracing::warn!(error = %error_chain(&err), "Cannot load DNS snapshots; drift is measured from the first run")
+            }
+        }
+        match store.learned_facts().await {
+            Ok(learned) => {
+                for row in learned {
+                    memory.seed_facts(&row.tenant, row.check, &row.target, row.facts);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %error_chain(&err), "Cannot load learned object ids; identities are looked up by address until seen again")
             }
         }
 
@@ -201,7 +211,7 @@ impl App {
         let (plan_tx, plan_rx) = mpsc::channel::<Plan>(1);
         let scheduler = Scheduler {
             stats: stats.clone(),
-            dns_memory,
+            memory,
             max_concurrent: config.schedule.max_concurrent.get(),
             drain: PROBE_DRAIN,
         };

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 use tw_core::config::Config;
 use tw_core::{CheckKind, Evidence, Observation, Status, Timestamp};
-use tw_probe::{Clients, DnsMemory};
+use tw_probe::{Clients, ProbeMemory};
 
 pub(crate) async fn probe(
     config: &Config,
@@ -54,7 +54,7 @@ pub(crate) async fn probe(
         return ExitCode::from(3);
     }
 
-    let memory = DnsMemory::default();
+    let memory = ProbeMemory::default();
     let mut observations = Vec::new();
     for job in &jobs {
         observations.extend(tw_probe::run_job(job, &clients, &memory, Timestamp::now()).await);

@@ -1,5 +1,7 @@
 //! Long-lived clients built once from config: the DNS resolver, the TLS configuration used
-//! for STARTTLS, the SMTP identity, and the per-destination concurrency limiter.
+//! for STARTTLS, the SMTP identity, the per-destination concurrency limiter, and for the HTTP
+//! checks the pooled HTTP client, token cache, Graph client, RDAP client and each tenant's
+//! loaded app credentials.
 //!
 //! Building them is the only fallible step of the probe crate ([`ClientBuildError`]); after
 //! that, probes never return errors, only observations.
@@ -18,8 +20,12 @@ use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tw_core::config::Config;
-use tw_core::{DomainName, EmailAddress};
+use tw_core::config::{Config, EntraConfig};
+use tw_core::{DomainName, EmailAddress, TenantName};
+use tw_entra::credentials::LoadedApp;
+use tw_entra::graph::GraphClient;
+use tw_entra::rdap::RdapClient;
+use tw_entra::token::TokenCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
@@ -41,6 +47,20 @@ pub enum ClientBuildError {
     SystemDns(#[source] hickory_resolver::ResolveError),
     #[error("TLS configuration")]
     Tls(#[source] rustls::Error),
+    #[error("cannot read entra.extra_ca_file {path}")]
+    EntraCaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP client")]
+    Http(#[source] tw_entra::http::HttpSetupError),
+    #[error("app credentials of tenant {tenant}")]
+    App {
+        tenant: TenantName,
+        #[source]
+        source: tw_entra::credentials::CredentialError,
+    },
 }
 
 /// What an SMTP probe session needs to introduce itself.
@@ -58,11 +78,89 @@ pub struct Clients {
     pub tls: Arc<rustls::ClientConfig>,
     pub smtp: SmtpIdentity,
     pub destinations: DestinationLimiter,
+    pub entra: EntraClients,
+}
+
+/// What the HTTP checks share: one pooled client, one token cache, one Graph client (with its
+/// per-tenant concurrency limits), one RDAP client (with its bootstrap cache).
+pub struct EntraClients {
+    pub http: reqwest::Client,
+    pub config: EntraConfig,
+    pub tokens: TokenCache,
+    pub graph: GraphClient,
+    pub rdap: RdapClient,
+    apps: HashMap<TenantName, Arc<LoadedApp>>,
+}
+
+impl EntraClients {
+    /// Reads every tenant's app credential (file or environment variable) now, so a missing
+    /// secret stops the start or the reload instead of failing probes later.
+    fn from_config(config: &Config) -> Result<EntraClients, ClientBuildError> {
+        let entra = &config.entra;
+        let extra_ca = match &entra.extra_ca_file {
+            Some(path) => {
+                Some(
+                    std::fs::read(path).map_err(|source| ClientBuildError::EntraCaFile {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let http =
+            tw_entra::http::build_client(extra_ca.as_deref()).map_err(ClientBuildError::Http)?;
+        let env = |name: &str| std::env::var(name).ok();
+        let mut apps = HashMap::new();
+        // Tenants sharing the global app share one loaded copy.
+        let mut loaded: Vec<(tw_core::config::AppConfig, Arc<LoadedApp>)> = Vec::new();
+        for tenant in &config.tenants {
+            let Some(app) = &tenant.app else { continue };
+            let shared = loaded
+                .iter()
+                .find(|(seen, _)| seen == app)
+                .map(|(_, loaded)| Arc::clone(loaded));
+            let app_loaded = match shared {
+                Some(shared) => shared,
+                None => {
+                    let fresh = Arc::new(LoadedApp::load(app, &env).map_err(|source| {
+                        ClientBuildError::App {
+                            tenant: tenant.name.clone(),
+                            source,
+                        }
+                    })?);
+                    loaded.push((app.clone(), Arc::clone(&fresh)));
+                    fresh
+                }
+            };
+            apps.insert(tenant.name.clone(), app_loaded);
+        }
+        Ok(EntraClients {
+            graph: GraphClient::new(
+                http.clone(),
+                &entra.graph_url,
+                entra.max_concurrent_per_tenant.get(),
+                entra.max_retries,
+                entra.max_retry_wait,
+            ),
+            rdap: RdapClient::from_config(entra),
+            tokens: TokenCache::for_cloud(entra.cloud),
+            http,
+            config: entra.clone(),
+            apps,
+        })
+    }
+
+    /// The tenant's loaded app, if it has one.
+    pub fn app(&self, tenant: &TenantName) -> Option<&LoadedApp> {
+        self.apps.get(tenant).map(Arc::as_ref)
+    }
 }
 
 impl Clients {
     pub fn from_config(config: &Config) -> Result<Clients, ClientBuildError> {
         Ok(Clients {
+            entra: EntraClients::from_config(config)?,
             resolver: build_resolver(&config.dns.nameservers, config.dns.timeout)?,
             tls: Arc::new(build_tls(config.smtp.extra_ca_file.as_deref())?),
             smtp: SmtpIdentity {

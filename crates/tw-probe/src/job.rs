@@ -2,22 +2,25 @@
 //!
 //! A job is one (tenant, check, subject) at one interval. `smtp_rcpt` has one job per domain
 //! with watched addresses (one SMTP session asks about all of them) and yields one
-//! observation per address; `dns` has one job per domain.
+//! observation per address; `dns`, `tenant` and `domain` have one job per domain; `realm` and
+//! `identity` one per watched address; `signin`, `licence`, `admins` and `health` one per
+//! tenant (`licence` also reports on each watched identity's mailbox plan).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tracing::Instrument;
-use tw_core::config::Config;
+use tw_core::config::{Config, LicenceSettings, Tenant};
 use tw_core::{
     CheckKind, DomainName, EmailAddress, Evidence, Observation, Reason, RecordSet, TenantName,
-    Timestamp,
+    Timestamp, REMEMBERED_FACTS,
 };
 
 use crate::clients::Clients;
-use crate::{dns, smtp_rcpt};
+use crate::{dns, entra, smtp_rcpt};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
@@ -28,29 +31,69 @@ pub struct Job {
     pub timeout: Duration,
     /// MX host suffixes accepted besides Exchange Online's (a mail gateway in front).
     pub accepted_mx: Vec<String>,
+    /// What the Entra ID and Graph checks need to know about the tenant.
+    pub context: Arc<TenantContext>,
+}
+
+/// The tenant facts from config that the HTTP checks use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantContext {
+    /// The tenant id from config: the expected issuer of discovery and the token endpoint's
+    /// tenant. Without it the primary domain stands in.
+    pub tenant_id: Option<String>,
+    pub primary_domain: DomainName,
+    pub watch: Vec<EmailAddress>,
+    pub licence: LicenceSettings,
+    pub credential_expires: Option<Timestamp>,
+}
+
+impl TenantContext {
+    fn of(tenant: &Tenant) -> TenantContext {
+        TenantContext {
+            tenant_id: tenant.tenant_id.clone(),
+            primary_domain: tenant.domain.clone(),
+            watch: tenant.watch.clone(),
+            licence: tenant.licence.clone(),
+            credential_expires: tenant.app.as_ref().and_then(|app| app.credential_expires),
+        }
+    }
+
+    /// How the login endpoints name the tenant: its id when known, else its primary domain.
+    pub fn login_name(&self) -> &str {
+        self.tenant_id
+            .as_deref()
+            .unwrap_or_else(|| self.primary_domain.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Subject {
+    /// `dns`, `tenant`, `domain`.
     Domain(DomainName),
+    /// `smtp_rcpt`: every watched address of one domain in one session.
     Mailboxes {
         domain: DomainName,
         addresses: Vec<EmailAddress>,
     },
-}
-
-impl Subject {
-    pub fn domain(&self) -> &DomainName {
-        match self {
-            Subject::Domain(domain) | Subject::Mailboxes { domain, .. } => domain,
-        }
-    }
+    /// `realm`, `identity`.
+    Address(EmailAddress),
+    /// `signin`, `licence`, `admins`, `health`: the tenant as a whole.
+    Tenant,
 }
 
 impl Job {
-    /// Stable identity across reloads: `tenant/check/domain`.
+    /// Stable identity across reloads: `tenant/check/subject`.
     pub fn key(&self) -> String {
-        format!("{}/{}/{}", self.tenant, self.check, self.subject.domain())
+        format!("{}/{}/{}", self.tenant, self.check, self.subject_label())
+    }
+
+    /// The domain, address or tenant name the job is about (the span's `target`).
+    pub fn subject_label(&self) -> String {
+        match &self.subject {
+            Subject::Domain(domain) | Subject::Mailboxes { domain, .. } => domain.to_string(),
+            Subject::Address(address) => address.to_string(),
+            Subject::Tenant => self.tenant.to_string(),
+        }
     }
 
     /// The targets this job reports on (observation `target` values).
@@ -60,6 +103,13 @@ impl Job {
             Subject::Mailboxes { addresses, .. } => {
                 addresses.iter().map(ToString::to_string).collect()
             }
+            Subject::Address(address) => vec![address.to_string()],
+            Subject::Tenant if self.check == CheckKind::Licence => {
+                std::iter::once(self.tenant.to_string())
+                    .chain(self.context.watch.iter().map(ToString::to_string))
+                    .collect()
+            }
+            Subject::Tenant => vec![self.tenant.to_string()],
         }
     }
 }
@@ -68,58 +118,93 @@ impl Job {
 pub fn plan(config: &Config) -> Vec<Job> {
     let mut jobs = Vec::new();
     for tenant in &config.tenants {
-        if let Some(settings) = tenant.enabled_check(CheckKind::Dns) {
-            for domain in tenant.domains() {
-                jobs.push(Job {
-                    tenant: tenant.name.clone(),
-                    check: CheckKind::Dns,
-                    subject: Subject::Domain(domain.clone()),
-                    interval: settings.interval,
-                    timeout: settings.timeout,
-                    accepted_mx: tenant.accepted_mx.clone(),
-                });
-            }
-        }
-        if let Some(settings) = tenant.enabled_check(CheckKind::SmtpRcpt) {
-            for domain in tenant.domains() {
-                let addresses: Vec<EmailAddress> = tenant
-                    .watch
-                    .iter()
-                    .filter(|a| a.domain() == domain)
-                    .cloned()
-                    .collect();
-                if addresses.is_empty() {
-                    continue;
+        let context = Arc::new(TenantContext::of(tenant));
+        for kind in CheckKind::ALL {
+            let Some(settings) = tenant.enabled_check(kind) else {
+                continue;
+            };
+            let job = |subject: Subject| Job {
+                tenant: tenant.name.clone(),
+                check: kind,
+                subject,
+                interval: settings.interval,
+                timeout: settings.timeout,
+                accepted_mx: tenant.accepted_mx.clone(),
+                context: Arc::clone(&context),
+            };
+            match kind {
+                CheckKind::Dns | CheckKind::Tenant | CheckKind::Domain => {
+                    jobs.extend(
+                        tenant
+                            .domains()
+                            .map(|domain| job(Subject::Domain(domain.clone()))),
+                    );
                 }
-                jobs.push(Job {
-                    tenant: tenant.name.clone(),
-                    check: CheckKind::SmtpRcpt,
-                    subject: Subject::Mailboxes {
-                        domain: domain.clone(),
-                        addresses,
-                    },
-                    interval: settings.interval,
-                    timeout: settings.timeout,
-                    accepted_mx: tenant.accepted_mx.clone(),
-                });
+                CheckKind::SmtpRcpt => {
+                    for domain in tenant.domains() {
+                        let addresses: Vec<EmailAddress> = tenant
+                            .watch
+                            .iter()
+                            .filter(|a| a.domain() == domain)
+                            .cloned()
+                            .collect();
+                        if !addresses.is_empty() {
+                            jobs.push(job(Subject::Mailboxes {
+                                domain: domain.clone(),
+                                addresses,
+                            }));
+                        }
+                    }
+                }
+                CheckKind::Realm | CheckKind::Identity => {
+                    jobs.extend(
+                        tenant
+                            .watch
+                            .iter()
+                            .map(|address| job(Subject::Address(address.clone()))),
+                    );
+                }
+                CheckKind::Signin | CheckKind::Licence | CheckKind::Admins | CheckKind::Health => {
+                    jobs.push(job(Subject::Tenant));
+                }
+                // Not scheduled yet: the probe (crates/tw-mailflow) is being built.
+                CheckKind::Mailflow => {}
             }
         }
     }
     jobs
 }
 
-/// Last-seen DNS record sets by (tenant, domain): the "previous" a drift is measured against.
-/// Seeded from the store at start, updated after every run.
+/// (tenant, check, target).
+type FactKey = (String, CheckKind, String);
+
+/// What probes remember between runs: the last DNS record set per (tenant, domain), the
+/// "previous" a drift is measured against, and the facts HTTP checks learned per (tenant,
+/// check, target) (`REMEMBERED_FACTS`: object ids, namespace types, tenant ids). Seeded from
+/// the store at start, updated after every run.
 #[derive(Default)]
-pub struct DnsMemory {
+pub struct ProbeMemory {
     sets: Mutex<HashMap<(String, String), RecordSet>>,
+    facts: Mutex<HashMap<FactKey, BTreeMap<String, String>>>,
 }
 
-impl DnsMemory {
-    pub fn seed(&self, tenant: &str, domain: &str, records: RecordSet) {
+impl ProbeMemory {
+    pub fn seed_dns(&self, tenant: &str, domain: &str, records: RecordSet) {
         self.sets
             .lock()
             .insert((tenant.to_owned(), domain.to_owned()), records);
+    }
+
+    pub fn seed_facts(
+        &self,
+        tenant: &str,
+        check: CheckKind,
+        target: &str,
+        facts: BTreeMap<String, String>,
+    ) {
+        self.facts
+            .lock()
+            .insert((tenant.to_owned(), check, target.to_owned()), facts);
     }
 
     fn get(&self, tenant: &str, domain: &str) -> Option<RecordSet> {
@@ -138,16 +223,51 @@ impl DnsMemory {
             .or_default();
         entry.extend(records.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+
+    /// A fact learned earlier about this target, if any.
+    pub fn fact(&self, tenant: &str, check: CheckKind, target: &str, name: &str) -> Option<String> {
+        self.facts
+            .lock()
+            .get(&(tenant.to_owned(), check, target.to_owned()))
+            .and_then(|facts| facts.get(name).cloned())
+    }
+
+    /// Keeps the remembered facts an outcome carries; a run that learned nothing keeps the
+    /// earlier values.
+    fn learn(
+        &self,
+        tenant: &str,
+        check: CheckKind,
+        target: &str,
+        facts: &BTreeMap<String, String>,
+    ) {
+        let learned: Vec<(String, String)> = REMEMBERED_FACTS
+            .iter()
+            .filter_map(|key| {
+                facts
+                    .get(*key)
+                    .map(|value| ((*key).to_owned(), value.clone()))
+            })
+            .collect();
+        if learned.is_empty() {
+            return;
+        }
+        self.facts
+            .lock()
+            .entry((tenant.to_owned(), check, target.to_owned()))
+            .or_default()
+            .extend(learned);
+    }
 }
 
 /// Runs one job once, within its timeout, and returns its observations.
 pub async fn run_job(
     job: &Job,
     clients: &Clients,
-    memory: &DnsMemory,
+    memory: &ProbeMemory,
     scheduled_for: Timestamp,
 ) -> Vec<Observation> {
-    let span = tracing::info_span!("probe", tenant = %job.tenant, check = %job.check, target = %job.subject.domain());
+    let span = tracing::info_span!("probe", tenant = %job.tenant, check = %job.check, target = %job.subject_label());
     async {
         let started_at = Timestamp::now();
         let start = Instant::now();
@@ -164,14 +284,14 @@ pub async fn run_job(
             summary,
             evidence,
         };
-        let observations: Vec<Observation> = match &job.subject {
-            Subject::Domain(domain) => {
+        let observations: Vec<Observation> = match (job.check, &job.subject) {
+            (CheckKind::Dns, Subject::Domain(domain)) => {
                 let previous = memory.get(job.tenant.as_str(), domain.as_str());
                 let outcome = dns::run(domain, previous.as_ref(), &job.accepted_mx, &clients.resolver, deadline).await;
                 memory.update(job.tenant.as_str(), domain.as_str(), &outcome.evidence.records);
                 vec![observation(domain.to_string(), outcome.reason, outcome.summary, Evidence::Dns(outcome.evidence))]
             }
-            Subject::Mailboxes { domain, addresses } => {
+            (CheckKind::SmtpRcpt, Subject::Mailboxes { domain, addresses }) => {
                 let outcome = smtp_rcpt::run(domain, addresses, clients, deadline).await;
                 let evidence = Evidence::SmtpRcpt(outcome.evidence);
                 outcome
@@ -180,6 +300,16 @@ pub async fn run_job(
                     .map(|verdict| observation(verdict.address.to_string(), verdict.reason, verdict.summary, evidence.clone()))
                     .collect()
             }
+            // `plan` pairs Dns with Domain and SmtpRcpt with Mailboxes; the HTTP checks take
+            // every other pairing.
+            _ => entra::run(job, clients, memory, deadline)
+                .await
+                .into_iter()
+                .map(|outcome| {
+                    memory.learn(job.tenant.as_str(), job.check, &outcome.target, &outcome.evidence.facts);
+                    observation(outcome.target, outcome.reason, outcome.summary, Evidence::Http(outcome.evidence))
+                })
+                .collect(),
         };
         for observation in &observations {
             tracing::debug!(target_name = %observation.target, status = %observation.status, reason = %observation.reason, elapsed_ms = observation.elapsed.as_millis() as u64, "Probe finished");

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tw_core::{Observation, Timestamp};
 
 use crate::clients::Clients;
-use crate::job::{run_job, shutdown_observations, DnsMemory, Job};
+use crate::job::{run_job, shutdown_observations, ProbeMemory, Job};
 
 /// What to run and with which clients; replaced as a whole on reload.
 pub struct Plan {
@@ -48,7 +48,7 @@ struct Entry {
 
 pub struct Scheduler {
     pub stats: Arc<SchedulerStats>,
-    pub dns_memory: Arc<DnsMemory>,
+    pub memory: Arc<ProbeMemory>,
     pub max_concurrent: usize,
     /// How long an in-flight probe may continue after shutdown before it reports `shutdown`.
     pub drain: Duration,
@@ -110,7 +110,7 @@ impl Scheduler {
                             probes.spawn(probe_task(
                                 entry.job.clone(),
                                 clients.clone(),
-                                self.dns_memory.clone(),
+                                self.memory.clone(),
                                 permits.clone(),
                                 entry.running.clone(),
                                 observations.clone(),
@@ -186,7 +186,7 @@ impl Scheduler {
 async fn probe_task(
     job: Arc<Job>,
     clients: Arc<Clients>,
-    dns_memory: Arc<DnsMemory>,
+    memory: Arc<ProbeMemory>,
     permits: Arc<Semaphore>,
     running: Arc<AtomicBool>,
     observations: mpsc::Sender<Observation>,
@@ -203,7 +203,7 @@ async fn probe_task(
         let started_at = Timestamp::now();
         let start = Instant::now();
         let results = tokio::select! {
-            results = run_job(&job, &clients, &dns_memory, scheduled_for) => results,
+            results = run_job(&job, &clients, &memory, scheduled_for) => results,
             _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
                 shutdown_observations(&job, scheduled_for, started_at, start.elapsed())
             }

@@ -3,7 +3,7 @@
 //! config and run through `tw_probe::run_job`.
 //!
 //! The resolver caches answers up to their TTL, so every run builds fresh `Clients`; the
-//! `DnsMemory` (what drift is measured against) is what carries over between runs.
+//! `ProbeMemory` (what drift is measured against) is what carries over between runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/sims.rs"]
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tw_core::{CheckKind, DnsEvidence, Evidence, Observation, Reason, Status};
-use tw_probe::DnsMemory;
+use tw_probe::ProbeMemory;
 use tw_sim::dns::{DnsFault, SimRecord};
 
 use support::{only, run_check, tenant, Sims};
@@ -29,7 +29,7 @@ async fn contoso() -> Sims {
 }
 
 /// Runs the `dns` job for contoso once, against `memory`.
-async fn probe_with(sims: &Sims, memory: &DnsMemory) -> Observation {
+async fn probe_with(sims: &Sims, memory: &ProbeMemory) -> Observation {
     let config = sims.config(&tenant("contoso", DOMAIN, &[]));
     let observation = only(run_check(&config, CheckKind::Dns, memory).await);
     assert_eq!(observation.check, CheckKind::Dns);
@@ -40,7 +40,7 @@ async fn probe_with(sims: &Sims, memory: &DnsMemory) -> Observation {
 }
 
 async fn probe(sims: &Sims) -> Observation {
-    probe_with(sims, &DnsMemory::default()).await
+    probe_with(sims, &ProbeMemory::default()).await
 }
 
 fn evidence(observation: &Observation) -> &DnsEvidence {
@@ -263,7 +263,7 @@ async fn missing_dmarc_is_warning_dmarc_missing() {
 #[tokio::test]
 async fn changed_dmarc_policy_is_warning_dns_drift_against_the_previous_run() {
     let sims = contoso().await;
-    let memory = DnsMemory::default();
+    let memory = ProbeMemory::default();
     let first = probe_with(&sims, &memory).await;
     assert_verdict(&first, Status::Ok, Reason::DnsRecordsOk);
 
@@ -341,7 +341,7 @@ async fn servfail_is_unknown_dns_unavailable_not_a_missing_record() {
 #[tokio::test]
 async fn failed_run_does_not_erase_the_remembered_records_or_report_drift() {
     let sims = contoso().await;
-    let memory = DnsMemory::default();
+    let memory = ProbeMemory::default();
     assert_verdict(
         &probe_with(&sims, &memory).await,
         Status::Ok,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tw_core::{CheckKind, Direction, Observation, Reason, Status};
-use tw_probe::DnsMemory;
+use tw_probe::ProbeMemory;
 use tw_sim::dns::DnsFault;
 use tw_sim::smtp::{RcptBehaviour, SmtpFault, SmtpStep};
 
@@ -32,7 +32,7 @@ async fn contoso(cert: Cert) -> Sims {
 /// Runs the `smtp_rcpt` job for contoso watching `watch`, once.
 async fn probe(sims: &Sims, watch: &[&str]) -> Vec<Observation> {
     let config = sims.config(&tenant("contoso", DOMAIN, watch));
-    run_check(&config, CheckKind::SmtpRcpt, &DnsMemory::default()).await
+    run_check(&config, CheckKind::SmtpRcpt, &ProbeMemory::default()).await
 }
 
 async fn probe_admin(sims: &Sims) -> Observation {

@@ -84,6 +84,7 @@ mod https;
 mod login;
 mod model;
 mod rdap;
+mod scenario;
 mod stamp;
 mod state;
 
@@ -93,6 +94,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use self::assertion::RegisteredCert;
+pub use self::scenario::{days_from_now, HealthyTenant};
 pub use self::model::{
     Fault, FaultKind, SimAdmin, SimCredential, SimPlan, SimPrincipalKind, SimRdap, SimRequest,
     SimServer, SimSku, SimSubscription, SimTenant, SimUser, SimUserLicense, E3_SKU_ID,

@@ -80,7 +80,7 @@ async fn real_postfix_replies_are_classified_and_a_removed_recipient_turns_criti
     );
 
     let body = format!(
-        "[schedule]\ninterval = \"10s\"\ntimeout = \"4s\"\n\n[smtp]\nhelo_name = \"probe.msp.example\"\nmail_from = \"probe@msp.example\"\nport = {}\n\n[dns]\nnameservers = [\"{}\"]\n\n[[tenants]]\nname = \"postfixco\"\ndomain = \"postfix-test.example\"\nwatch = [\"{ALICE}\", \"{BOB}\", \"{TEMPFAIL}\"]\n[tenants.checks.dns]\nenabled = false\n",
+        "[schedule]\ninterval = \"10s\"\ntimeout = \"4s\"\n\n[smtp]\nhelo_name = \"probe.msp.example\"\nmail_from = \"probe@msp.example\"\nport = {}\n\n[dns]\nnameservers = [\"{}\"]\n\n[checks.tenant]\nenabled = false\n[checks.realm]\nenabled = false\n[checks.domain]\nenabled = false\n\n[[tenants]]\nname = \"postfixco\"\ndomain = \"postfix-test.example\"\nwatch = [\"{ALICE}\", \"{BOB}\", \"{TEMPFAIL}\"]\n[tenants.checks.dns]\nenabled = false\n",
         postfix.port(),
         dns.local_addr()
     );

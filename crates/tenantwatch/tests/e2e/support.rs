@@ -88,7 +88,7 @@ impl Sims {
 
 pub(crate) fn smtp_dns_sections(smtp_port: u16, ca_file: &Path, dns: SocketAddr) -> String {
     format!(
-        "[smtp]\nhelo_name = \"probe.msp.example\"\nmail_from = \"probe@msp.example\"\nport = {smtp_port}\nextra_ca_file = \"{}\"\n\n[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"2s\"\n",
+        "[smtp]\nhelo_name = \"probe.msp.example\"\nmail_from = \"probe@msp.example\"\nport = {smtp_port}\nextra_ca_file = \"{}\"\n\n[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"2s\"\n\n[checks.tenant]\nenabled = false\n[checks.realm]\nenabled = false\n[checks.domain]\nenabled = false\n",
         ca_file.display()
     )
 }

@@ -13,7 +13,7 @@ use tempfile::NamedTempFile;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tw_core::config::Config;
 use tw_core::{CheckKind, Direction, Evidence, Observation, SmtpEvidence, Timestamp};
-use tw_probe::{plan, run_job, Clients, DnsMemory};
+use tw_probe::{plan, run_job, Clients, ProbeMemory};
 use tw_sim::dns::DnsSim;
 use tw_sim::smtp::{SmtpSim, SmtpSimConfig};
 use tw_sim::tls::{untrusted_server_config, TestCa};
@@ -118,6 +118,14 @@ extra_ca_file = "{ca}"
 nameservers = ["{dns}"]
 timeout = "2s"
 
+# The HTTP checks have their own tests (crates/tw-entra); here they would reach the internet.
+[checks.tenant]
+enabled = false
+[checks.realm]
+enabled = false
+[checks.domain]
+enabled = false
+
 {tenants}
 "#,
             port = self.smtp_port,
@@ -143,7 +151,7 @@ pub(crate) fn tenant(name: &str, domain: &str, watch: &[&str]) -> String {
 pub(crate) async fn run_check(
     config: &Config,
     check: CheckKind,
-    memory: &DnsMemory,
+    memory: &ProbeMemory,
 ) -> Vec<Observation> {
     let clients = Clients::from_config(config).expect("clients from config");
     let mut observations = Vec::new();
