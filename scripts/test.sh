@@ -3,7 +3,9 @@
 #
 # 1. A real Postfix on a loopback port, for the end-to-end test against a real MTA
 #    (installed from Debian if missing; a private instance, the system's is left alone).
-# 2. cargo test --workspace. Every test talks only to 127.0.0.1.
+# 2. A real Dovecot on a loopback port, the bounce mailbox of the mailflow tests (installed
+#    from Debian if missing; a private, unprivileged instance).
+# 3. cargo test --workspace. Every test talks only to 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,5 +24,12 @@ postfix_dir="$PWD/target/tw-postfix"
 eval "$(scripts/postfix-test-instance.sh start "$postfix_dir")"
 export TW_POSTFIX_ADDR TW_POSTFIX_DIR="$postfix_dir"
 trap 'scripts/postfix-test-instance.sh stop "$postfix_dir" || true' EXIT
+
+dovecot_dir="$PWD/target/tw-dovecot"
+eval "$(scripts/dovecot-test-instance.sh start "$dovecot_dir")"
+export TW_DOVECOT_ADDR TW_DOVECOT_MAILDIR TW_DOVECOT_USER TW_DOVECOT_PASSWORD_FILE TW_DOVECOT_CA
+# Set by this script only: the mailflow tests fail instead of skipping without Dovecot.
+export TW_REQUIRE_DOVECOT=1
+trap 'scripts/postfix-test-instance.sh stop "$postfix_dir" || true; scripts/dovecot-test-instance.sh stop "$dovecot_dir" || true' EXIT
 
 cargo test --workspace --locked "$@"
