@@ -1,5 +1,7 @@
 //! The README's first command: `tenantwatch demo` shows an identity going from ok to critical
-//! on /metrics with its SMTP transcript stored.
+//! on /metrics in two independent layers (SMTP and Graph) with the evidence stored, the
+//! Entra/Graph/RDAP checks of the less healthy tenant, and its app secret nowhere in the logs
+//! or the database.
 
 use std::time::Duration;
 
@@ -29,29 +31,62 @@ async fn demo_shows_an_identity_going_from_ok_to_critical_with_its_transcript_st
         demo_dir.join("tenantwatch.db"),
     )
     .await;
-    let admin = "tenantwatch_check_status{check=\"smtp_rcpt\",target=\"admin@contoso.example\",tenant=\"contoso\"}";
-    let fabrikam_dns =
-        "tenantwatch_check_status{check=\"dns\",target=\"fabrikam.example\",tenant=\"fabrikam\"}";
-
+    let status = |check: &str, target: &str, tenant: &str| {
+        format!(
+            "tenantwatch_check_status{{check=\"{check}\",target=\"{target}\",tenant=\"{tenant}\"}}"
+        )
+    };
+    let admin = status("smtp_rcpt", "admin@contoso.example", "contoso");
+    let admin_identity = status("identity", "admin@contoso.example", "contoso");
+    let fabrikam_dns = status("dns", "fabrikam.example", "fabrikam");
+    // Every check of contoso is ok; fabrikam shows warnings (0 ok, 1 warning, 2 critical).
+    let expected_before = [
+        (admin.clone(), 0.0),
+        (admin_identity.clone(), 0.0),
+        (fabrikam_dns, 0.0),
+        (status("tenant", "contoso.example", "contoso"), 0.0),
+        (status("realm", "admin@contoso.example", "contoso"), 0.0),
+        (status("signin", "contoso", "contoso"), 0.0),
+        (status("licence", "contoso", "contoso"), 0.0),
+        (status("admins", "contoso", "contoso"), 0.0),
+        (status("health", "contoso", "contoso"), 0.0),
+        (status("domain", "contoso.example", "contoso"), 0.0),
+        (status("licence", "fabrikam", "fabrikam"), 1.0),
+        (status("admins", "fabrikam", "fabrikam"), 1.0),
+        (status("domain", "fabrikam.example", "fabrikam"), 1.0),
+    ];
     eventually(
         Duration::from_secs(12),
-        "the demo tenants to be ok",
+        "the demo tenants' first verdicts",
         || async {
-            (demo.metric(admin).await == Some(0.0) && demo.metric(fabrikam_dns).await == Some(0.0))
-                .then_some(())
+            for (series, want) in &expected_before {
+                if demo.metric(series).await != Some(*want) {
+                    return None;
+                }
+            }
+            Some(())
         },
     )
     .await;
     eventually(
         Duration::from_secs(25),
-        "admin@contoso.example to vanish and turn critical",
-        || async { (demo.metric(admin).await == Some(2.0)).then_some(()) },
+        "admin@contoso.example to vanish and turn critical at RCPT and in Graph",
+        || async {
+            (demo.metric(&admin).await == Some(2.0)
+                && demo.metric(&admin_identity).await == Some(2.0))
+            .then_some(())
+        },
     )
     .await;
     assert!(demo
         .logs()
         .iter()
-        .any(|line| line.contains("Demo: the identity vanished")));
+        .any(|line| line.contains("Demo: the identity was deleted")));
+    let (_, body) = demo.get("/metrics").await;
+    assert!(
+        body.contains("tenantwatch_global_admins{tenant=\"fabrikam\"} 1"),
+        "{body}"
+    );
 
     demo.signal("INT");
     assert!(demo.wait_exit(Duration::from_secs(6)).await.success());
@@ -77,5 +112,43 @@ async fn demo_shows_an_identity_going_from_ok_to_critical_with_its_transcript_st
         .iter()
         .any(|l| l.direction == Direction::Server
             && l.line.starts_with("550 5.4.1 Recipient address rejected")));
+
+    let identity = store
+        .observations(
+            Some("contoso"),
+            Some(CheckKind::Identity),
+            Some("admin@contoso.example"),
+            20,
+        )
+        .await
+        .unwrap();
+    let deleted = identity
+        .iter()
+        .find(|o| o.status == Status::Critical)
+        .expect("identity critical stored");
+    assert_eq!(deleted.reason, tw_core::Reason::IdentityDeleted);
+    let Evidence::Http(evidence) = &deleted.evidence else {
+        panic!("HTTP evidence expected")
+    };
+    assert!(
+        evidence.facts.contains_key("restorable_until"),
+        "{evidence:?}"
+    );
+    assert!(evidence
+        .exchanges
+        .iter()
+        .all(|e| e.client_request_id.is_some()));
+    assert!(evidence.exchanges.iter().any(|e| e.request_id.is_some()));
     store.close().await;
+
+    // The app secret the demo generated is in no log line and nowhere in the database.
+    let secret = std::fs::read_to_string(demo_dir.join("app-secret")).unwrap();
+    assert!(secret.len() > 20);
+    assert!(!demo.logs().iter().any(|line| line.contains(&secret)));
+    for file in ["tenantwatch.db", "tenantwatch.db-wal"] {
+        if let Ok(bytes) = std::fs::read(demo_dir.join(file)) {
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "secret found in {file}");
+        }
+    }
 }
