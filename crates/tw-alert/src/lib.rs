@@ -12,6 +12,7 @@
 
 mod state;
 
+pub mod agreement;
 pub mod render;
 
 use std::time::Duration;

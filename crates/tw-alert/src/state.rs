@@ -188,6 +188,18 @@ impl AlertState {
     pub fn last_seen(&self) -> Option<Timestamp> {
         self.last_seen
     }
+
+    /// What this target's check currently says is wrong: the reason label of the latest
+    /// non-ok verdict while no ok verdict has followed it (unknowns skipped), confirmed or
+    /// not. Another layer's alert uses it to tell whether two checks agree.
+    pub fn current_problem(&self) -> Option<&str> {
+        if self.bad_streak == 0 {
+            return None;
+        }
+        self.last_bad
+            .as_ref()
+            .map(|verdict| verdict.reason.as_str())
+    }
 }
 
 /// Advance one key's alert state by one observation and return the events to send.
