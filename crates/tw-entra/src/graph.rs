@@ -48,6 +48,15 @@ fn encode(value: &str, keep: &[u8]) -> String {
     out
 }
 
+/// `1 SKU`, `2 SKUs`: summaries are read by people at 3 a.m.
+pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 /// An OData string literal: single quotes inside are doubled.
 pub(crate) fn odata_string(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use tw_core::{HttpEvidence, Reason, Secret};
 
-use super::{encode_query_value, encode_segment, failed, Call, GraphClient, GraphError};
+use super::{count, encode_query_value, encode_segment, failed, Call, GraphClient, GraphError};
 use crate::Outcome;
 
 /// The Global Administrator role template and definition id.
@@ -149,8 +149,8 @@ pub async fn admins(
                         let users: Vec<&Principal> =
                             members.iter().filter(|m| m.kind() == Kind::User).collect();
                         evidence.findings.push(format!(
-                            "group {group} holds the role: {} user members",
-                            users.len()
+                            "group {group} holds the role: {}",
+                            count(users.len(), "user member", "user members")
                         ));
                         for member in users {
                             consider_user(member, &via, &mut counted, &mut evidence);
@@ -171,19 +171,20 @@ pub async fn admins(
             )),
         }
     }
-    let count = counted.len();
+    let admins = counted.len();
     let guests = counted.values().filter(|(_, guest)| *guest).count();
     evidence
         .facts
-        .insert("admin_count".into(), count.to_string());
+        .insert("admin_count".into(), admins.to_string());
     evidence
         .facts
         .insert("guest_admins".into(), guests.to_string());
     let names: Vec<&str> = counted.values().map(|(name, _)| name.as_str()).collect();
-    let guest_note = match guests {
-        0 => String::new(),
-        1 => " (1 of them a guest)".to_owned(),
-        n => format!(" ({n} of them guests)"),
+    let guest_note = match (admins, guests) {
+        (_, 0) => String::new(),
+        (1, _) => ", a guest".to_owned(),
+        (_, 1) => " (1 of them a guest)".to_owned(),
+        (_, n) => format!(" ({n} of them guests)"),
     };
     let outcome = |reason, summary, evidence| Outcome {
         target: target.to_owned(),
@@ -191,10 +192,10 @@ pub async fn admins(
         summary,
         evidence,
     };
-    if count >= 2 {
+    if admins >= 2 {
         return outcome(
             Reason::AdminsOk,
-            format!("{count} enabled Global Administrators{guest_note}"),
+            format!("{admins} enabled Global Administrators{guest_note}"),
             evidence,
         );
     }
@@ -202,16 +203,23 @@ pub async fn admins(
     if let Some((group, err)) = unexpanded.first() {
         return failed(
             target,
-            &format!("{count} enabled Global Administrators counted, but group {group} could not be expanded"),
+            &format!(
+                "{} counted, but group {group} could not be expanded",
+                count(
+                    admins,
+                    "enabled Global Administrator",
+                    "enabled Global Administrators"
+                )
+            ),
             err,
             evidence,
         );
     }
-    if count == 1 {
+    if admins == 1 {
         return outcome(
             Reason::SingleAdmin,
             format!(
-                "only one enabled Global Administrator ({}){guest_note}: no independent second admin identity",
+                "only one enabled Global Administrator ({}{guest_note}): no independent second admin identity",
                 names.join("")
             ),
             evidence,
@@ -220,8 +228,8 @@ pub async fn admins(
     outcome(
         Reason::NoAdmin,
         format!(
-            "no enabled Global Administrator among {} role assignments",
-            assignments.len()
+            "no enabled Global Administrator among {}",
+            count(assignments.len(), "role assignment", "role assignments")
         ),
         evidence,
     )

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tw_core::config::LicenceSettings;
 use tw_core::{EmailAddress, HttpEvidence, Reason, Secret, Timestamp};
 
-use super::{encode_segment, failed, Call, Findings, GraphClient, GraphError};
+use super::{count, encode_segment, failed, Call, Findings, GraphClient, GraphError};
 use crate::Outcome;
 
 /// Exchange Online service plans that give a user a mailbox (servicePlanName,
@@ -173,7 +173,9 @@ async fn tenant_licences(
     let ok = (
         Reason::LicencesOk,
         format!(
-            "{sku_count} SKUs and {subscription_count} subscriptions without a finding; no trial or hand-renewed subscription ends soon"
+            "{} and {} without a finding; no trial or hand-renewed subscription ends soon",
+            count(sku_count, "SKU", "SKUs"),
+            count(subscription_count, "subscription", "subscriptions")
         ),
     );
     findings.decide(target, ok, evidence)
@@ -320,7 +322,10 @@ fn judge_subscription(
     if days < 0 {
         findings.add(
             Reason::LicenceLapsed,
-            format!("{what} ended {} days ago on {date}", -days),
+            format!(
+                "{what} ended {} ago on {date}",
+                count((-days).unsigned_abs() as usize, "day", "days")
+            ),
         );
     } else if warn_from.is_some_and(|limit| days <= i64::from(limit)) {
         let when = match days {
