@@ -6,6 +6,7 @@
 mod alerting;
 mod cli;
 mod daemon;
+mod entra;
 mod demo;
 mod postfix;
 mod support;
