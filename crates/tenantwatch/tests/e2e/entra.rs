@@ -19,9 +19,12 @@ const ADMIN_ID: &str = "87d349ed-0000-4000-8000-5f2406dee5bd";
 const ADMIN: &str = "admin@contoso.example";
 const IT: &str = "it@contoso.example";
 
+/// (check, target, status, reason) of one `probe --json` row.
+type Row = (String, String, String, String);
+
 /// Runs `tenantwatch probe --json` with the secret in the environment and debug logging;
 /// returns the exit code, the rows as (check, target) → (status, reason), and all output.
-fn probe(config: &str) -> (i32, Vec<(String, String, String, String)>, String) {
+fn probe(config: &str) -> (i32, Vec<Row>, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_tenantwatch"))
         .args(["probe", "--config", config, "--tenant", "contoso", "--json"])
         .env("TW_E2E_APP_SECRET", SECRET)
@@ -54,7 +57,7 @@ fn probe(config: &str) -> (i32, Vec<(String, String, String, String)>, String) {
 }
 
 fn verdict<'a>(
-    rows: &'a [(String, String, String, String)],
+    rows: &'a [Row],
     check: &str,
     target: &str,
 ) -> (&'a str, &'a str) {
