@@ -405,7 +405,9 @@ async fn first_sight_of_a_deleted_user_finds_it_by_its_mangled_upn() {
     assert_eq!(fact(&outcome, "object_id"), ALICE, "the id is learned");
     assert_eq!(fact(&outcome, "deleted_at"), earlier.to_string());
     let requests = env.graph_requests();
-    let search = &requests[1];
+    // The UPN (404), the address among proxyAddresses (none), then deleted items.
+    assert_eq!(requests[1].path, "/v1.0/users");
+    let search = &requests[2];
     assert_eq!(
         search.path,
         "/v1.0/directory/deletedItems/microsoft.graph.user"
@@ -419,7 +421,37 @@ async fn first_sight_of_an_unknown_address_is_not_found() {
     let env = Env::start().await;
     let outcome = env.identity("nobody@contoso.example", None).await;
     assert_eq!(outcome.reason, Reason::IdentityNotFound, "{outcome:#?}");
-    assert_eq!(statuses(&outcome.evidence), [Some(404), Some(200)]);
+    assert_eq!(
+        statuses(&outcome.evidence),
+        [Some(404), Some(200), Some(200)]
+    );
+}
+
+#[tokio::test]
+async fn first_sight_of_a_watched_alias_finds_its_user_by_address_not_a_false_critical() {
+    let env = Env::start().await;
+    let mut alice = SimUser::licensed(ALICE, ALICE_UPN);
+    alice.proxy_addresses = vec![
+        format!("SMTP:{ALICE_UPN}"),
+        "smtp:billing@contoso.example".to_owned(),
+    ];
+    env.sim.add_user(TENANT, alice);
+    let outcome = env.identity("billing@contoso.example", None).await;
+    assert_eq!(outcome.reason, Reason::IdentityOk, "{outcome:#?}");
+    assert_eq!(fact(&outcome, "object_id"), ALICE, "the id is learned");
+    assert_eq!(fact(&outcome, "looked_up_by"), "proxy_address");
+    let requests = env.graph_requests();
+    assert_eq!(requests[1].path, "/v1.0/users");
+    assert!(
+        requests[1].query.contains("proxyAddresses"),
+        "{}",
+        requests[1].query
+    );
+    assert!(
+        requests[1].query.contains("$count=true"),
+        "{}",
+        requests[1].query
+    );
 }
 
 #[tokio::test]

@@ -83,7 +83,18 @@ pub async fn identity(
         Ok(user) => judge(&target, user, evidence),
         Err(GraphError::NotFound { .. }) => match known_object_id {
             Some(id) => deleted_by_id(graph, call, &target, id, now, evidence).await,
-            None => deleted_by_upn(graph, call, &target, now, evidence).await,
+            // The watched address may be an alias rather than the UPN: look for it among
+            // the users' addresses before calling anyone gone.
+            None => match by_address(graph, call, &target, &mut evidence).await {
+                Ok(Some(user)) => judge(&target, user, evidence),
+                Ok(None) => deleted_by_upn(graph, call, &target, now, evidence).await,
+                Err(err) => failed(
+                    &target,
+                    &format!("no user with the UPN {target} (404), and the address search failed"),
+                    &err,
+                    evidence,
+                ),
+            },
         },
         Err(err @ GraphError::PermissionDenied { .. }) => failed(
             &target,
@@ -210,6 +221,40 @@ async fn deleted_by_id(
             &err,
             evidence,
         ),
+    }
+}
+
+/// The user carrying `address` among its `proxyAddresses`, if exactly one does.
+async fn by_address(
+    graph: &GraphClient,
+    call: Call<'_>,
+    address: &str,
+    evidence: &mut HttpEvidence,
+) -> Result<Option<User>, GraphError> {
+    let filter = format!(
+        "proxyAddresses/any(x:x eq {})",
+        odata_string(&format!("smtp:{address}"))
+    );
+    let path = format!(
+        "/users?$filter={}&$count=true&$select={USER_SELECT}",
+        encode_query_value(&filter)
+    );
+    let mut users = graph
+        .get_all_eventual::<User>(call, &path, evidence)
+        .await?;
+    if users.len() == 1 {
+        evidence
+            .facts
+            .insert("looked_up_by".into(), "proxy_address".into());
+        Ok(users.pop())
+    } else {
+        if users.len() > 1 {
+            evidence.findings.push(format!(
+                "{} users carry {address}; none is taken as the watched identity",
+                users.len()
+            ));
+        }
+        Ok(None)
     }
 }
 

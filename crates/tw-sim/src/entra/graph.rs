@@ -206,6 +206,7 @@ impl Read<'_> {
             .collect();
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         match segments.as_slice() {
+            ["users"] => self.users_by_address(),
             ["users", key] => self.user(key),
             [single] if single.starts_with("users(") => self.user(single),
             ["users", key, "licenseDetails"] => self.license_details(key),
@@ -374,6 +375,41 @@ impl Read<'_> {
             map.insert("@odata.context".to_owned(), json!(self.context(&context)));
         }
         Ok(object)
+    }
+
+    /// `GET /users?$filter=proxyAddresses/any(x:x eq 'smtp:addr')`: the one collection
+    /// filter the probes use (finding a user by an alias before its object id is known).
+    /// The lambda on a multi-valued property is an advanced query here, as with `endswith`.
+    fn users_by_address(&self) -> Result<Value, Failure> {
+        const UNSUPPORTED: &str =
+            "Unsupported or invalid query filter clause specified for property 'proxyAddresses' of resource 'User'.";
+        let filter = self
+            .query
+            .filter
+            .as_deref()
+            .ok_or(Failure::UnsupportedQuery(
+                "The simulator lists users only with a proxyAddresses filter.",
+            ))?;
+        let address = proxy_filter(filter).ok_or(Failure::UnsupportedQuery(UNSUPPORTED))?;
+        if !(self.query.eventual && self.query.count) {
+            return Err(Failure::UnsupportedQuery(UNSUPPORTED));
+        }
+        let items = self
+            .directory
+            .users
+            .iter()
+            .filter(|user| {
+                user.proxy_addresses
+                    .iter()
+                    .any(|proxy| proxy.eq_ignore_ascii_case(&address))
+            })
+            .map(|user| self.select(self.user_object(user), DEFAULT_USER_FIELDS))
+            .collect();
+        let context = match &self.query.select {
+            Some(names) => format!("users({})", names.join(",")),
+            None => "users".to_owned(),
+        };
+        self.collection(&context, items)
     }
 
     fn sku_status(&self, sku_id: &str) -> String {
@@ -759,6 +795,20 @@ fn flatten<'a>(members: &'a [SimAdmin], out: &mut Vec<&'a SimAdmin>) {
 fn role_filter(filter: &str) -> Option<String> {
     let (field, value) = filter.split_once(" eq ")?;
     if !field.trim().eq_ignore_ascii_case("roleDefinitionId") {
+        return None;
+    }
+    odata_string(value.trim())
+}
+
+/// `proxyAddresses/any(x:x eq 'smtp:a@b.c')` → `smtp:a@b.c` (any lambda variable name).
+fn proxy_filter(filter: &str) -> Option<String> {
+    let inner = filter
+        .trim()
+        .strip_prefix("proxyAddresses/any(")?
+        .strip_suffix(')')?;
+    let (variable, predicate) = inner.split_once(':')?;
+    let (left, value) = predicate.split_once(" eq ")?;
+    if left.trim() != variable.trim() {
         return None;
     }
     odata_string(value.trim())
