@@ -73,6 +73,12 @@ pub struct HeartbeatConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Where the bearer token of the HTTP API is read from. Without one, every request that
+    /// would change state is refused, and reads are open.
+    pub api_token: Option<SecretSource>,
+    /// Reads (status page, `/api/v1/`, `/metrics`) need the token too; `/healthz` and
+    /// `/readyz` never do.
+    pub read_requires_token: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -289,7 +295,26 @@ impl Validator<'_> {
 
     fn validate(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
         let server = {
-            let listen = raw.server.and_then(|s| s.listen);
+            let (listen, api_token, read_requires_token) = match raw.server {
+                Some(server) => (
+                    server.listen,
+                    self.api_token(server.api_token_file, server.api_token_env),
+                    server.read_requires_token,
+                ),
+                None => (None, None, None),
+            };
+            let read_requires_token = match read_requires_token {
+                Some(value) if *value.get_ref() && api_token.is_none() => {
+                    self.error(
+                        "server.read_requires_token",
+                        Some(value.span().start),
+                        "needs the token itself: set server.api_token_file or server.api_token_env",
+                    );
+                    true
+                }
+                Some(value) => *value.get_ref(),
+                None => false,
+            };
             let listen = match &listen {
                 None => SocketAddr::from(([127, 0, 0, 1], 9317)),
                 Some(value) => match value.get_ref().parse::<SocketAddr>() {
@@ -307,7 +332,11 @@ impl Validator<'_> {
                     }
                 },
             };
-            ServerConfig { listen }
+            ServerConfig {
+                listen,
+                api_token,
+                read_requires_token,
+            }
         };
 
         let store = {
@@ -447,7 +476,10 @@ impl Validator<'_> {
         };
 
         let entra = self.entra(raw.entra.as_ref());
-        let app = raw.app.as_ref().and_then(|raw_app| self.app("app", raw_app));
+        let app = raw
+            .app
+            .as_ref()
+            .and_then(|raw_app| self.app("app", raw_app));
         let mailflow = raw
             .mailflow
             .as_ref()
@@ -838,7 +870,11 @@ impl Validator<'_> {
     }
 
     fn check_settings(&mut self, path: &str, raw: &RawCheck, base: CheckSettings) -> CheckSettings {
-        let interval = self.duration(&format!("{path}.interval"), raw.interval.as_ref(), base.interval);
+        let interval = self.duration(
+            &format!("{path}.interval"),
+            raw.interval.as_ref(),
+            base.interval,
+        );
         let default_timeout = if raw.interval.is_some() {
             base.timeout.min(interval / 2)
         } else {
@@ -867,6 +903,44 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// `[server] api_token_file` / `api_token_env`: one or the other, and not empty. The value
+    /// is read by the binary at start, so a missing file stops the start, not a request.
+    fn api_token(
+        &mut self,
+        file: Option<Spanned<String>>,
+        env: Option<Spanned<String>>,
+    ) -> Option<SecretSource> {
+        match (file, env) {
+            (Some(_), Some(env)) => {
+                self.error(
+                    "server.api_token_env",
+                    Some(env.span().start),
+                    "give api_token_file or api_token_env, not both",
+                );
+                None
+            }
+            (Some(file), None) if file.get_ref().trim().is_empty() => {
+                self.error(
+                    "server.api_token_file",
+                    Some(file.span().start),
+                    "must not be empty",
+                );
+                None
+            }
+            (None, Some(env)) if env.get_ref().trim().is_empty() => {
+                self.error(
+                    "server.api_token_env",
+                    Some(env.span().start),
+                    "must not be empty",
+                );
+                None
+            }
+            (Some(file), None) => Some(SecretSource::File(PathBuf::from(file.into_inner()))),
+            (None, Some(env)) => Some(SecretSource::Env(env.into_inner())),
+            (None, None) => None,
+        }
+    }
+
     /// A mailflow timeout must outlast `bounce_wait`: a probe stopped before the wait ends
     /// cannot see the bounce it is waiting for.
     fn mailflow_timeout(

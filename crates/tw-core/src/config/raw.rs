@@ -39,6 +39,11 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub(super) listen: Option<Spanned<String>>,
+    /// The API bearer token, by reference like receivers' secrets: a file or an environment
+    /// variable, never inline.
+    pub(super) api_token_file: Option<Spanned<String>>,
+    pub(super) api_token_env: Option<Spanned<String>>,
+    pub(super) read_requires_token: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]

@@ -428,16 +428,16 @@ enabled = false
         app.credential,
         AppCredential::Secret(SecretSource::Env("TW_APP_SECRET".into()))
     );
-    assert_eq!(
-        app.credential_expires,
-        Timestamp::parse_utc("2027-03-01")
-    );
+    assert_eq!(app.credential_expires, Timestamp::parse_utc("2027-03-01"));
     assert_eq!(with_app.licence.renewal_warn_days, [30, 14, 7, 1]);
 
     let own = &config.tenants[1];
     let own_app = own.app.as_ref().unwrap();
     assert_eq!(own_app.client_id, "aaaaaaaa-2222-4333-8444-555555555555");
-    assert!(matches!(own_app.credential, AppCredential::Certificate { .. }));
+    assert!(matches!(
+        own_app.credential,
+        AppCredential::Certificate { .. }
+    ));
     assert!(own.enabled_check(CheckKind::Admins).is_none());
     assert_eq!(own.licence.renewal_warn_days, [30, 7]);
     assert_eq!(own.licence.manual_renewal, ["ENTERPRISEPREMIUM"]);
@@ -713,5 +713,55 @@ mailflow_to = ["admin@contoso.com"]
     assert_eq!(
         (check.interval, check.timeout),
         (Duration::from_secs(600), Duration::from_secs(150))
+    );
+}
+
+#[test]
+fn api_token_is_a_reference_and_reads_are_open_by_default() {
+    let config = check_valid("");
+    assert_eq!(config.server.api_token, None);
+    assert!(!config.server.read_requires_token);
+
+    let config = check_valid(
+        "[server]\napi_token_file = \"/run/credentials/tenantwatch.service/api-token\"\nread_requires_token = true\n",
+    );
+    assert_eq!(
+        config.server.api_token,
+        Some(SecretSource::File(PathBuf::from(
+            "/run/credentials/tenantwatch.service/api-token"
+        )))
+    );
+    assert!(config.server.read_requires_token);
+
+    let config = check_valid("[server]\napi_token_env = \"TENANTWATCH_API_TOKEN\"\n");
+    assert_eq!(
+        config.server.api_token,
+        Some(SecretSource::Env("TENANTWATCH_API_TOKEN".into()))
+    );
+    assert!(!config.server.read_requires_token);
+}
+
+#[test]
+fn api_token_mistakes_are_reported_with_their_lines() {
+    check_errors(
+        "[server]\napi_token_file = \"/etc/tw/token\"\napi_token_env = \"TW_TOKEN\"\n",
+        &["server.api_token_env (line 7): give api_token_file or api_token_env, not both"],
+    );
+    check_errors(
+        "[server]\nread_requires_token = true\n",
+        &["server.read_requires_token (line 6): needs the token itself: set server.api_token_file or server.api_token_env"],
+    );
+    check_errors(
+        "[server]\napi_token_env = \" \"\n",
+        &["server.api_token_env (line 6): must not be empty"],
+    );
+    check_errors(
+        "[server]\napi_token_file = \"\"\n",
+        &["server.api_token_file (line 6): must not be empty"],
+    );
+    // The token itself is never accepted inline.
+    check_errors(
+        "[server]\napi_token = \"hunter2\"\n",
+        &["server.api_token (line 6): unknown field `api_token`, expected one of `listen`, `api_token_file`, `api_token_env`, `read_requires_token`"],
     );
 }
