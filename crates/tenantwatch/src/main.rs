@@ -12,6 +12,7 @@ mod output;
 mod pipeline;
 mod receivers;
 mod systemd;
+mod vantage;
 
 use std::path::Path;
 use std::process::ExitCode;

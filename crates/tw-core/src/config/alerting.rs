@@ -22,6 +22,8 @@ pub(super) struct RawAlerting {
     blind_after: Option<Spanned<String>>,
     delivery_expiry: Option<Spanned<String>>,
     status_page_url: Option<Spanned<String>>,
+    degraded_fraction: Option<Spanned<f64>>,
+    degraded_min_targets: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +88,12 @@ pub struct AlertingConfig {
     pub delivery_expiry: Duration,
     /// Linked from rich messages.
     pub status_page_url: Option<String>,
+    /// When at least this share of all targets is `unknown` for a network reason, the
+    /// monitor's own network is the likely cause: one "probe source degraded" alert instead
+    /// of a blind alert per target.
+    pub degraded_fraction: f64,
+    /// … and at least this many targets are.
+    pub degraded_min_targets: usize,
     pub receivers: Vec<Receiver>,
     /// Empty: every receiver gets every alert.
     pub routes: Vec<Route>,
@@ -217,6 +225,28 @@ impl AlertingConfig {
 
     /// The receivers an alert of this severity, tenant and check goes to, each once, in the
     /// order the routes name them.
+    /// Receivers of an alert about the monitor itself (no tenant, no check): every receiver
+    /// when there are no routes, else those of the routes that match the severity and name
+    /// no tenant or check.
+    pub fn receivers_for_monitor(&self, severity: &str) -> Vec<&str> {
+        if self.routes.is_empty() {
+            return self.receivers.iter().map(|r| r.name.as_str()).collect();
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for route in self.routes.iter().filter(|route| {
+            route.tenants.is_empty()
+                && route.checks.is_empty()
+                && (route.severities.is_empty() || route.severities.iter().any(|s| s == severity))
+        }) {
+            for name in &route.receivers {
+                if !names.contains(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+
     pub fn receivers_for(&self, severity: &str, tenant: &str, check: CheckKind) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
         if self.routes.is_empty() {
@@ -300,6 +330,28 @@ impl Validator<'_> {
         let status_page_url = raw
             .and_then(|a| a.status_page_url.as_ref())
             .and_then(|url| self.url("alerting.status_page_url", url));
+        let degraded_fraction = match raw.and_then(|a| a.degraded_fraction.as_ref()) {
+            None => 0.5,
+            Some(value) if (0.05..=1.0).contains(value.get_ref()) => *value.get_ref(),
+            Some(value) => {
+                self.error(
+                    "alerting.degraded_fraction",
+                    Some(value.span().start),
+                    format!(
+                        "must be a share between 0.05 and 1.0, got {}",
+                        value.get_ref()
+                    ),
+                );
+                0.5
+            }
+        };
+        let degraded_min_targets = self
+            .count(
+                "alerting.degraded_min_targets",
+                raw.and_then(|a| a.degraded_min_targets.as_ref()),
+                10,
+            )
+            .get();
 
         let mut parsed_receivers: Vec<Receiver> = Vec::new();
         for (idx, raw_receiver) in receivers.iter().enumerate() {
@@ -482,6 +534,8 @@ impl Validator<'_> {
             blind_after,
             delivery_expiry,
             status_page_url,
+            degraded_fraction,
+            degraded_min_targets,
             receivers: parsed_receivers,
             routes: parsed_routes,
             silences: parsed_silences,

@@ -765,3 +765,14 @@ fn api_token_mistakes_are_reported_with_their_lines() {
         &["server.api_token (line 6): unknown field `api_token`, expected one of `listen`, `api_token_file`, `api_token_env`, `read_requires_token`"],
     );
 }
+
+#[test]
+fn degraded_source_thresholds_are_checked() {
+    let config = check_valid("[alerting]\ndegraded_fraction = 0.3\ndegraded_min_targets = 50\n");
+    assert_eq!(config.alerting.degraded_fraction, 0.3);
+    assert_eq!(config.alerting.degraded_min_targets, 50);
+    check_errors(
+        "[alerting]\ndegraded_fraction = 2.0\n",
+        &["alerting.degraded_fraction (line 6): must be a share between 0.05 and 1.0, got 2"],
+    );
+}
