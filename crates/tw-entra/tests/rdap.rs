@@ -4,8 +4,12 @@
 // Test helpers beside the #[test] functions unwrap too; a failed set-up must fail the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
 
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -21,7 +25,9 @@ const CRITICAL_DAYS: u32 = 7;
 struct World {
     sim: EntraSim,
     client: reqwest::Client,
+    ca: TestCa,
     now: Timestamp,
+    shutdown: CancellationToken,
     _stop: DropGuard,
 }
 
@@ -36,7 +42,9 @@ impl World {
         World {
             sim,
             client,
+            ca,
             now: Timestamp::parse_utc("2026-11-23T12:00:00Z").unwrap(),
+            shutdown: shutdown.clone(),
             _stop: shutdown.drop_guard(),
         }
     }
@@ -77,6 +85,66 @@ impl World {
             .iter()
             .filter(|r| r.server == SimServer::Rdap && r.path.ends_with("/dns.json"))
             .count()
+    }
+}
+
+/// A stand-in for a redirector such as rdap.org (the simulator has none): an HTTPS server on
+/// loopback with a certificate from the test CA that answers every `…/domain/{name}` with
+/// `302 Found`, `Location: {target}/domain/{name}`; without a target, with a relative Location
+/// to a new path on itself, an endless chain.
+struct Redirector {
+    /// `https://127.0.0.1:P/rdap-redirect`; the client appends `/domain/{name}`.
+    url: String,
+    hits: Arc<AtomicUsize>,
+}
+
+async fn redirector(world: &World, target: Option<String>) -> Redirector {
+    let acceptor = tokio_rustls::TlsAcceptor::from(world.ca.server_config(&["127.0.0.1"]).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (counted, stop) = (hits.clone(), world.shutdown.clone());
+    tokio::spawn(async move {
+        loop {
+            let tcp = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(_) => return,
+                },
+            };
+            let (acceptor, target, counted) = (acceptor.clone(), target.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16_384 {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let hop = counted.fetch_add(1, Ordering::SeqCst);
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split_whitespace().nth(1).unwrap_or("/");
+                let name = path.rsplit('/').next().unwrap_or_default();
+                let location = match &target {
+                    Some(base) => format!("{base}/domain/{name}"),
+                    None => format!("/hop{hop}/domain/{name}"),
+                };
+                let answer = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    Redirector {
+        url: format!("https://127.0.0.1:{port}/rdap-redirect"),
+        hits,
     }
 }
 
@@ -244,6 +312,72 @@ async fn a_domain_the_registry_does_not_know_is_unknown() {
         outcome.summary
     );
     assert_eq!(outcome.evidence.exchanges.last().unwrap().status, Some(404));
+}
+
+#[tokio::test]
+async fn redirects_are_followed_and_recorded() {
+    let world = World::start().await;
+    world.expiring_in("contoso.test", 200);
+    // Two hops, as a redirector in front of another redirector would give.
+    let second = redirector(&world, Some(world.sim.rdap_base_url())).await;
+    let first = redirector(&world, Some(second.url.clone())).await;
+    let rdap = RdapClient::fixed(first.url.clone());
+    let outcome = world.check(&rdap, "contoso.test").await;
+    assert_eq!(outcome.reason, Reason::RegistrationOk, "{outcome:#?}");
+    let hops: Vec<(Option<u16>, &str)> = outcome
+        .evidence
+        .exchanges
+        .iter()
+        .map(|e| (e.status, e.url.as_str()))
+        .collect();
+    let expected = [
+        (Some(302), format!("{}/domain/contoso.test", first.url)),
+        (Some(302), format!("{}/domain/contoso.test", second.url)),
+        (
+            Some(200),
+            format!("{}/domain/contoso.test", world.sim.rdap_base_url()),
+        ),
+    ];
+    let expected: Vec<(Option<u16>, &str)> =
+        expected.iter().map(|(s, u)| (*s, u.as_str())).collect();
+    assert_eq!(hops, expected);
+    assert_eq!(
+        outcome
+            .evidence
+            .findings
+            .iter()
+            .filter(|f| f.contains("redirect"))
+            .count(),
+        2,
+        "{:?}",
+        outcome.evidence.findings
+    );
+    assert_eq!(first.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(second.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_endless_redirect_chain_stops_after_three_hops() {
+    let world = World::start().await;
+    world.expiring_in("contoso.test", 200);
+    let endless = redirector(&world, None).await;
+    let outcome = world
+        .check(&RdapClient::fixed(endless.url.clone()), "contoso.test")
+        .await;
+    assert_eq!(outcome.reason, Reason::HttpError, "{outcome:#?}");
+    assert!(
+        outcome.summary.contains("more than 3 redirects"),
+        "{}",
+        outcome.summary
+    );
+    // The first request and three followed redirects, each recorded.
+    assert_eq!(outcome.evidence.exchanges.len(), 4);
+    assert_eq!(endless.hits.load(Ordering::SeqCst), 4);
+    assert!(outcome
+        .evidence
+        .exchanges
+        .iter()
+        .all(|e| e.status == Some(302)));
 }
 
 #[tokio::test]
