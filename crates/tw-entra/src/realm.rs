@@ -132,12 +132,14 @@ fn judge(
                 format!("user realm lookup for {address}: unexpected NameSpaceType {shown:?}"),
             );
         }
-        Some(Namespace::Unknown) => return (
-            Reason::RealmUnknown,
-            format!(
+        Some(Namespace::Unknown) => {
+            return (
+                Reason::RealmUnknown,
+                format!(
                 "Entra ID reports {domain} as Unknown (the domain no longer resolves to a tenant)"
             ),
-        ),
+            )
+        }
         Some(current) => current,
     };
     if realm.is_viral == Some(true) {
