@@ -124,7 +124,8 @@ pub async fn exchange(
         Ok(Ok(answer)) => answer,
     };
     record.status = Some(status);
-    record.request_id = header(&headers, "request-id").or_else(|| header(&headers, "x-ms-request-id"));
+    record.request_id =
+        header(&headers, "request-id").or_else(|| header(&headers, "x-ms-request-id"));
     let retry_after = header(&headers, "retry-after")
         .and_then(|value| value.trim().parse::<u64>().ok())
         .map(Duration::from_secs);

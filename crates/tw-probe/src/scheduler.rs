@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tw_core::{Observation, Timestamp};
 
 use crate::clients::Clients;
-use crate::job::{run_job, shutdown_observations, ProbeMemory, Job};
+use crate::job::{run_job, shutdown_observations, Job, ProbeMemory};
 
 /// What to run and with which clients; replaced as a whole on reload.
 pub struct Plan {

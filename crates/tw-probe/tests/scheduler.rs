@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tw_core::config::Config;
 use tw_core::{CheckKind, Evidence, Observation, Reason, Status, Timestamp};
 use tw_probe::scheduler::{first_run_delay, phase_offset};
-use tw_probe::{plan, Clients, ProbeMemory, Plan, Scheduler, SchedulerStats};
+use tw_probe::{plan, Clients, Plan, ProbeMemory, Scheduler, SchedulerStats};
 use tw_sim::smtp::{RcptBehaviour, SmtpFault};
 
 use support::{tenant, Sims};

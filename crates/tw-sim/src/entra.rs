@@ -94,12 +94,12 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use self::assertion::RegisteredCert;
-pub use self::scenario::{days_from_now, HealthyTenant};
 pub use self::model::{
     Fault, FaultKind, SimAdmin, SimCredential, SimPlan, SimPrincipalKind, SimRdap, SimRequest,
     SimServer, SimSku, SimSubscription, SimTenant, SimUser, SimUserLicense, E3_SKU_ID,
     EXCHANGE_S_ENTERPRISE_ID, EXCHANGE_S_FOUNDATION_ID, GLOBAL_ADMIN_ROLE_ID,
 };
+pub use self::scenario::{days_from_now, HealthyTenant};
 use self::state::{service_name, DeletedUser, Health, Registered, Shared, State};
 use crate::tls::{SimError, TestCa};
 

@@ -1248,7 +1248,12 @@ async fn learned_facts_survive_a_restart_and_merge_without_losing_earlier_values
     fixture
         .store
         .record(
-            &[identity(ADMIN, Reason::IdentityDeleted, &[("deleted_at", "x")], T0 + MINUTE)],
+            &[identity(
+                ADMIN,
+                Reason::IdentityDeleted,
+                &[("deleted_at", "x")],
+                T0 + MINUTE,
+            )],
             POLICY,
         )
         .await
@@ -1269,7 +1274,10 @@ async fn learned_facts_survive_a_restart_and_merge_without_losing_earlier_values
 
     // An observation without evidence (or sampled out) leaves the row alone.
     store
-        .record(&[rcpt("contoso", SALES, Reason::RecipientAccepted, T0)], POLICY)
+        .record(
+            &[rcpt("contoso", SALES, Reason::RecipientAccepted, T0)],
+            POLICY,
+        )
         .await
         .unwrap();
     assert_eq!(store.learned_facts().await.unwrap().len(), 1);

@@ -56,11 +56,7 @@ fn probe(config: &str) -> (i32, Vec<Row>, String) {
     )
 }
 
-fn verdict<'a>(
-    rows: &'a [Row],
-    check: &str,
-    target: &str,
-) -> (&'a str, &'a str) {
+fn verdict<'a>(rows: &'a [Row], check: &str, target: &str) -> (&'a str, &'a str) {
     rows.iter()
         .find(|row| row.0 == check && row.1 == target)
         .map(|row| (row.2.as_str(), row.3.as_str()))

@@ -6,7 +6,7 @@
 mod alerting;
 mod cli;
 mod daemon;
-mod entra;
 mod demo;
+mod entra;
 mod postfix;
 mod support;

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{EntraSim, SimAdmin, SimCredential, SimRdap, SimSku, SimSubscription, SimTenant, SimUser};
+use super::{
+    EntraSim, SimAdmin, SimCredential, SimRdap, SimSku, SimSubscription, SimTenant, SimUser,
+};
 
 /// One tenant in good health: managed, the app registered with a client secret, every
 /// watched user E3-licensed with an Exchange mailbox plan, an E3 SKU with seats to spare, an
