@@ -303,7 +303,10 @@ impl Validator<'_> {
                 ),
             );
         }
-        let source = |v: &mut Validator<'_>, file: &Option<String>, env: &Option<String>, what: &str| {
+        let source = |v: &mut Validator<'_>,
+                      file: &Option<String>,
+                      env: &Option<String>,
+                      what: &str| {
             match (file, env) {
                 (Some(_), Some(_)) => {
                     v.error(
@@ -324,8 +327,18 @@ impl Validator<'_> {
                 }
             }
         };
-        let secret = source(self, &raw.client_secret_file, &raw.client_secret_env, "client_secret");
-        let key = source(self, &raw.private_key_file, &raw.private_key_env, "private_key");
+        let secret = source(
+            self,
+            &raw.client_secret_file,
+            &raw.client_secret_env,
+            "client_secret",
+        );
+        let key = source(
+            self,
+            &raw.private_key_file,
+            &raw.private_key_env,
+            "private_key",
+        );
         let credential = match (secret, &raw.certificate_file, key) {
             (Some(secret), None, None) => Some(AppCredential::Secret(secret)),
             (None, Some(certificate_file), Some(private_key)) => Some(AppCredential::Certificate {
@@ -400,7 +413,11 @@ impl Validator<'_> {
                     .iter()
                     .enumerate()
                     .map(|(i, value)| {
-                        self.days(&format!("{base}.licence.renewal_warn_days[{i}]"), Some(value), 0)
+                        self.days(
+                            &format!("{base}.licence.renewal_warn_days[{i}]"),
+                            Some(value),
+                            0,
+                        )
                     })
                     .collect();
                 days.sort_unstable_by(|a, b| b.cmp(a));
