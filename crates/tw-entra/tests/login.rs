@@ -374,6 +374,18 @@ async fn unknown_realm_is_critical() {
 }
 
 #[tokio::test]
+async fn a_domain_in_an_unmanaged_viral_tenant_is_a_change_worth_a_warning() {
+    let world = World::start().await;
+    world.sim.set_viral("contoso.test", true);
+    let outcome = world.realm("probe@contoso.test", Some("Managed")).await;
+    assert_eq!(outcome.reason, Reason::RealmChanged, "{outcome:#?}");
+    assert_eq!(fact(&outcome, "is_viral"), "true");
+    world.sim.set_viral("contoso.test", false);
+    let outcome = world.realm("probe@contoso.test", Some("Managed")).await;
+    assert_eq!(outcome.reason, Reason::RealmOk, "{outcome:#?}");
+}
+
+#[tokio::test]
 async fn namespace_type_drift_is_reported_both_ways() {
     let world = World::start().await;
     world.sim.set_namespace_type("contoso.test", "Federated");

@@ -218,6 +218,18 @@ impl EntraSim {
         );
     }
 
+    /// Whether user realm discovery (v2) says `"IsViral": true` for `domain`: the domain sits in
+    /// an unmanaged, self-service ("viral") tenant.
+    pub fn set_viral(&self, domain: &str, viral: bool) {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut state = self.shared.state.lock();
+        if viral {
+            state.viral.insert(domain);
+        } else {
+            state.viral.remove(&domain);
+        }
+    }
+
     /// Registers (consents) `client_id` in `tenant_id` with one more credential. A certificate
     /// that does not parse as an RSA X.509 certificate is logged and never matches.
     pub fn register_app(&self, tenant_id: &str, client_id: &str, credential: SimCredential) {

@@ -190,10 +190,13 @@ fn realm(shared: &Shared, login: &str, query: &str, cri: Option<&str>) -> Respon
         .rsplit_once('@')
         .map(|(_, domain)| domain.trim_end_matches('.').to_ascii_lowercase())
         .filter(|domain| !domain.is_empty());
-    let (namespace, brand) = {
+    let (namespace, brand, viral) = {
         let state = shared.state.lock();
+        let viral = domain
+            .as_ref()
+            .is_some_and(|domain| state.viral.contains(domain));
         match &domain {
-            None => ("Unknown".to_owned(), String::new()),
+            None => ("Unknown".to_owned(), String::new(), viral),
             Some(domain) => {
                 let tenant = state.tenant_of_domain(domain);
                 let namespace = state
@@ -203,7 +206,7 @@ fn realm(shared: &Shared, login: &str, query: &str, cri: Option<&str>) -> Respon
                     .or_else(|| tenant.map(|tenant| tenant.namespace_type.clone()))
                     .unwrap_or_else(|| "Unknown".to_owned());
                 let brand = tenant.map_or_else(|| domain.clone(), |t| t.display_name.clone());
-                (namespace, brand)
+                (namespace, brand, viral)
             }
         }
     };
@@ -226,6 +229,9 @@ fn realm(shared: &Shared, login: &str, query: &str, cri: Option<&str>) -> Respon
                     stamp::percent_encode(login)
                 ));
                 body["federation_protocol"] = json!("WSTrust");
+            }
+            if viral {
+                body["IsViral"] = json!(true);
             }
             body
         } else {

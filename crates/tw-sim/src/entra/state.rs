@@ -119,6 +119,8 @@ pub(super) struct State {
     pub(super) tenants: BTreeMap<String, SimTenant>,
     /// By lower-case domain: a realm answer that overrides the tenant's namespace type.
     pub(super) namespace_overrides: HashMap<String, String>,
+    /// Lower-case domains whose realm answer says `IsViral: true` (an unmanaged tenant).
+    pub(super) viral: std::collections::HashSet<String>,
     /// By (lower-case tenant id, lower-case client id). Kept apart from `tenants` so an app can
     /// be registered before its tenant is added, and survives the tenant's removal.
     pub(super) apps: HashMap<(String, String), Vec<Registered>>,
@@ -141,6 +143,7 @@ impl State {
         State {
             tenants: BTreeMap::new(),
             namespace_overrides: HashMap::new(),
+            viral: std::collections::HashSet::new(),
             apps: HashMap::new(),
             token_errors: HashMap::new(),
             token_lifetime_s: DEFAULT_TOKEN_LIFETIME_S,
