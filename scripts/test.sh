@@ -27,7 +27,8 @@ trap 'scripts/postfix-test-instance.sh stop "$postfix_dir" || true' EXIT
 
 dovecot_dir="$PWD/target/tw-dovecot"
 eval "$(scripts/dovecot-test-instance.sh start "$dovecot_dir")"
-export TW_DOVECOT_ADDR TW_DOVECOT_MAILDIR TW_DOVECOT_USER TW_DOVECOT_PASSWORD_FILE TW_DOVECOT_CA
+export TW_DOVECOT_ADDR TW_DOVECOT_MAILDIR TW_DOVECOT_USER TW_DOVECOT_PASSWORD_FILE TW_DOVECOT_CA \
+  TW_DOVECOT_STARTTLS_ADDR
 # Set by this script only: the mailflow tests fail instead of skipping without Dovecot.
 export TW_REQUIRE_DOVECOT=1
 trap 'scripts/postfix-test-instance.sh stop "$postfix_dir" || true; scripts/dovecot-test-instance.sh stop "$dovecot_dir" || true' EXIT

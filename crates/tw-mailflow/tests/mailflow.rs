@@ -4,7 +4,7 @@
 //!
 //! `scripts/test.sh` starts Dovecot (`scripts/dovecot-test-instance.sh`) and passes it in
 //! `TW_DOVECOT_ADDR`, `TW_DOVECOT_MAILDIR`, `TW_DOVECOT_USER`, `TW_DOVECOT_PASSWORD_FILE` and
-//! `TW_DOVECOT_CA`, with `TW_REQUIRE_DOVECOT=1` so that these tests fail rather than skip
+//! `TW_DOVECOT_CA` (and `TW_DOVECOT_STARTTLS_ADDR`), with `TW_REQUIRE_DOVECOT=1` so that these tests fail rather than skip
 //! there. Each test uses a folder of its own in the one mailbox, so they run in parallel.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -29,6 +29,8 @@ const VANISHED: &str = "admin@contoso.com";
 
 struct Dovecot {
     port: u16,
+    /// Plain IMAP on which STARTTLS is required before login.
+    starttls_port: u16,
     maildir: PathBuf,
     user: String,
     password_file: PathBuf,
@@ -44,6 +46,7 @@ fn dovecot() -> Option<Dovecot> {
         "TW_DOVECOT_USER",
         "TW_DOVECOT_PASSWORD_FILE",
         "TW_DOVECOT_CA",
+        "TW_DOVECOT_STARTTLS_ADDR",
     ];
     let values: Vec<Option<String>> = names.iter().map(|n| var(n)).collect();
     if values.iter().any(Option::is_none) {
@@ -58,8 +61,12 @@ fn dovecot() -> Option<Dovecot> {
     }
     let values: Vec<String> = values.into_iter().flatten().collect();
     let addr: std::net::SocketAddr = values[0].parse().expect("TW_DOVECOT_ADDR is ip:port");
+    let starttls: std::net::SocketAddr = values[5]
+        .parse()
+        .expect("TW_DOVECOT_STARTTLS_ADDR is ip:port");
     Some(Dovecot {
         port: addr.port(),
+        starttls_port: starttls.port(),
         maildir: PathBuf::from(&values[1]),
         user: values[2].clone(),
         password_file: PathBuf::from(&values[3]),
@@ -352,6 +359,22 @@ async fn implicit_tls_relay_works_too() {
     let relay = transcript_text(&outcome.evidence.relay_transcript);
     assert!(!relay.contains("STARTTLS"), "{relay}");
     assert!(relay.contains("AUTH PLAIN [redacted]"), "{relay}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bounce_mailbox_can_be_read_over_imap_starttls() {
+    let Some(dovecot) = dovecot() else { return };
+    let mut world = World::new(&dovecot, false).await;
+    world.config.imap_port = dovecot.starttls_port;
+    world.config.imap_tls = EmailTls::StartTls;
+    world.config.bounce_wait = Duration::from_secs(15);
+    let outcome = world.run(VANISHED).await;
+    assert_eq!(outcome.reason, Reason::MailBounced, "{outcome:#?}");
+    let imap = transcript_text(&outcome.evidence.imap_transcript);
+    assert!(imap.contains("tw1 STARTTLS\n"), "{imap}");
+    assert!(imap.contains("TLS established"), "{imap}");
+    assert!(world.files().is_empty(), "{:?}", world.files());
+    assert_no_secret(&outcome, &dovecot);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
