@@ -17,6 +17,7 @@ mod meta;
 mod observations;
 mod outbox;
 mod pool;
+mod reads;
 mod record;
 mod retention;
 
@@ -38,6 +39,10 @@ pub use crate::observations::StoredObservation;
 pub use crate::outbox::{
     AlertStateRow, AlertWrites, DeliveryOutcome, NewDelivery, OutboxRow, OutboxStats,
     PendingDelivery,
+};
+pub use crate::reads::{
+    BadCursor, DeliveryAttempt, HistoryCursor, HistoryFilter, HistoryPage, NotificationRecord,
+    StateCursor, StateFilter, StatePage, MAX_PAGE, MAX_WINDOW,
 };
 pub use crate::record::{RecordOutcome, RecordPolicy};
 
@@ -190,6 +195,79 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<StoredObservation>, StoreError> {
         observations::list(&self.inner.pool, tenant, check, target, limit).await
+    }
+
+    /// One page of history, newest first, strictly older than `before`; at most `limit`
+    /// observations (capped at [`MAX_PAGE`]). `next` is set when older ones remain.
+    pub async fn observation_page(
+        &self,
+        filter: &HistoryFilter,
+        before: Option<HistoryCursor>,
+        limit: u32,
+    ) -> Result<HistoryPage, StoreError> {
+        reads::history_page(&self.inner.pool, filter, before, limit).await
+    }
+
+    /// A tenant's stored observations started in `[since, until)`, oldest first, at most
+    /// `limit` (capped at [`MAX_WINDOW`]): the raw material of an incident report.
+    pub async fn observations_between(
+        &self,
+        tenant: &str,
+        since: Timestamp,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        reads::between(&self.inner.pool, tenant, since, until, limit).await
+    }
+
+    /// For each of a tenant's keys, the latest state-changing observation started before
+    /// `at` (the state it was in then), ordered by check and target. Keys first seen later, or
+    /// whose earlier history was pruned, are absent.
+    pub async fn states_before(
+        &self,
+        tenant: &str,
+        at: Timestamp,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        reads::states_before(&self.inner.pool, tenant, at).await
+    }
+
+    /// One page of check states in `(tenant, check, target)` order, strictly after `after`;
+    /// at most `limit` (capped at [`MAX_PAGE`]).
+    pub async fn check_state_page(
+        &self,
+        filter: &StateFilter,
+        after: Option<&StateCursor>,
+        limit: u32,
+    ) -> Result<StatePage, StoreError> {
+        reads::states_page(&self.inner.pool, filter, after, limit).await
+    }
+
+    /// Every key of the named tenants (the first [`MAX_PAGE`] names are used), in
+    /// `(tenant, check, target)` order.
+    pub async fn check_states_of(&self, tenants: &[&str]) -> Result<Vec<CheckState>, StoreError> {
+        reads::states_of_tenants(&self.inner.pool, tenants).await
+    }
+
+    /// Keys that are not ok, critical first, then warning, then unknown, the longest-standing
+    /// first within each; at most `limit` (capped at [`MAX_PAGE`]).
+    pub async fn problems(&self, limit: u32) -> Result<Vec<CheckState>, StoreError> {
+        reads::problems(&self.inner.pool, limit).await
+    }
+
+    /// One tenant's alert states (JSON), ordered by check and target.
+    pub async fn alert_states_of(&self, tenant: &str) -> Result<Vec<AlertStateRow>, StoreError> {
+        reads::alert_states_of(&self.inner.pool, tenant).await
+    }
+
+    /// Notifications enqueued in `[since, until)`, oldest first, each with its delivery
+    /// attempts; at most `limit` (capped at [`MAX_WINDOW`]).
+    pub async fn notifications_between(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>, StoreError> {
+        reads::notifications_between(&self.inner.pool, since, until, limit).await
     }
 
     /// Deletes observations started before `older_than`, except the one each key's current

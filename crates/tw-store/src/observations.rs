@@ -34,8 +34,16 @@ pub struct StoredObservation {
     pub evidence: Evidence,
 }
 
+/// The columns [`ObservationRow`] reads, with the key joined back in; callers append
+/// `WHERE` and `ORDER BY`.
+pub(crate) const SELECT_OBSERVATIONS: &str =
+    "SELECT o.id, c.tenant, c.check_kind, c.target, o.scheduled_for, o.started_at, \
+     o.elapsed_us, o.status, o.reason, o.summary, o.state_change, o.evidence_version, \
+     o.evidence \
+     FROM observations o JOIN check_state c ON c.id = o.check_id";
+
 #[derive(sqlx::FromRow)]
-struct ObservationRow {
+pub(crate) struct ObservationRow {
     id: i64,
     tenant: String,
     check_kind: String,
@@ -52,7 +60,7 @@ struct ObservationRow {
 }
 
 impl ObservationRow {
-    fn decode(self) -> Result<StoredObservation, StoreError> {
+    pub(crate) fn decode(self) -> Result<StoredObservation, StoreError> {
         Ok(StoredObservation {
             id: self.id,
             check: codec::parse_check(&self.check_kind)?,
@@ -128,12 +136,7 @@ pub(crate) async fn list(
     target: Option<&str>,
     limit: u32,
 ) -> Result<Vec<StoredObservation>, StoreError> {
-    let mut sql = String::from(
-        "SELECT o.id, c.tenant, c.check_kind, c.target, o.scheduled_for, o.started_at, \
-         o.elapsed_us, o.status, o.reason, o.summary, o.state_change, o.evidence_version, \
-         o.evidence \
-         FROM observations o JOIN check_state c ON c.id = o.check_id",
-    );
+    let mut sql = String::from(SELECT_OBSERVATIONS);
     let conditions: Vec<&str> = [
         tenant.map(|_| "c.tenant = ?"),
         check.map(|_| "c.check_kind = ?"),
