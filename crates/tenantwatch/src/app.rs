@@ -20,8 +20,8 @@ use tokio_util::task::TaskTracker;
 use tw_core::config::{self, Config};
 use tw_core::Timestamp;
 use tw_notify::{Channel, DispatchStats, Dispatcher};
-use tw_probe::{Clients, ProbeMemory, Plan, Scheduler, SchedulerStats};
-use tw_server::{Health, Metrics, ServerState};
+use tw_probe::{Clients, Plan, ProbeMemory, Scheduler, SchedulerStats};
+use tw_server::{ApiAuth, Health, Metrics, ServerState};
 use tw_store::{RecordPolicy, Store};
 
 use crate::alerts::AlertEngine;
@@ -50,6 +50,8 @@ pub(crate) struct App {
     health: Arc<Health>,
     /// Receivers' channels, credentials resolved.
     channels: HashMap<String, Channel>,
+    /// Who may read and change state over HTTP, the API token resolved.
+    auth: Arc<ApiAuth>,
 }
 
 impl App {
@@ -58,6 +60,8 @@ impl App {
         // Credentials first: a missing secret must stop the start before anything is opened.
         let channels =
             receivers::channels(&config.alerting).context("resolving receiver credentials")?;
+        let auth =
+            Arc::new(ApiAuth::from_config(&config.server).context("resolving the HTTP API token")?);
         let health = Arc::new(Health::default());
         let metrics =
             Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")).context("registering metrics")?);
@@ -82,6 +86,7 @@ impl App {
             metrics,
             health,
             channels,
+            auth,
         })
     }
 
@@ -99,6 +104,7 @@ impl App {
             metrics,
             health,
             channels,
+            auth,
         } = self;
         let clients = Arc::new(Clients::from_config(&config).context("building probe clients")?);
 
@@ -125,6 +131,8 @@ impl App {
                     metrics.set_notifications(&dispatch_stats.snapshot());
                 })
             }),
+            store: store.clone(),
+            auth,
         };
         let listen = listener
             .local_addr()
@@ -134,7 +142,7 @@ impl App {
             server_state,
             stop_server.clone(),
         ));
-        tracing::info!(%listen, "Serving /metrics, /healthz and /readyz");
+        tracing::info!(%listen, "Serving the status page, /api/v1, /metrics, /healthz and /readyz");
 
         let memory = Arc::new(ProbeMemory::default());
         match store.dns_snapshots().await {

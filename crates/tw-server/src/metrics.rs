@@ -5,7 +5,7 @@
 //! reason); reply texts and errors never become labels. docs/metrics.md lists each family and
 //! its series count at 10,000 tenants.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use parking_lot::Mutex;
 use prometheus::{
@@ -502,6 +502,47 @@ impl Metrics {
         for key in configured {
             targets.entry(key).or_insert(None);
         }
+    }
+
+    /// The configured tenants (as last given to [`Metrics::set_targets`]), each with its
+    /// configured check kinds and how many targets each has: the rows and columns of the
+    /// status page and the API's tenant list. Kept here because this is where the daemon
+    /// already hands over the configured targets at start and on every reload.
+    pub(crate) fn configured_checks(&self) -> BTreeMap<String, BTreeMap<String, usize>> {
+        let mut catalog: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+        for (tenant, check, _) in self.targets.lock().keys() {
+            *catalog
+                .entry(tenant.clone())
+                .or_default()
+                .entry(check.clone())
+                .or_default() += 1;
+        }
+        catalog
+    }
+
+    /// How many configured targets had each verdict at their latest run since the daemon
+    /// started, by `Status::code` (ok, warning, critical, unknown), and how many have not run
+    /// yet: the status page's summary, counted in memory.
+    pub(crate) fn verdict_counts(&self) -> ([usize; 4], usize) {
+        let mut counts = [0; 4];
+        let mut pending = 0;
+        for verdict in self.targets.lock().values() {
+            match verdict {
+                Some((status, _)) => counts[usize::from(status.code())] += 1,
+                None => pending += 1,
+            }
+        }
+        (counts, pending)
+    }
+
+    /// Whether (tenant, check, target) is configured now.
+    pub(crate) fn is_configured(&self, tenant: &str, check: CheckKind, target: &str) -> bool {
+        let key = (
+            tenant.to_owned(),
+            check.as_str().to_owned(),
+            target.to_owned(),
+        );
+        self.targets.lock().contains_key(&key)
     }
 
     /// The text exposition format.

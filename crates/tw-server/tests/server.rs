@@ -12,7 +12,8 @@ use tw_core::{
     CheckKind, Evidence, HttpEvidence, Observation, RcptVerdict, Reason, SmtpEvidence, TenantName,
     Timestamp,
 };
-use tw_server::{router, Health, Metrics, ServerState};
+use tw_server::{router, ApiAuth, Health, Metrics, ServerState};
+use tw_store::Store;
 
 fn observation(target: &str, reason: Reason, code: u16) -> Observation {
     Observation {
@@ -54,17 +55,23 @@ async fn get(state: &ServerState, path: &str) -> (StatusCode, String) {
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
-fn state() -> ServerState {
-    ServerState {
+/// A state on a fresh database; the directory lives as long as the returned guard.
+async fn state() -> (ServerState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("tenantwatch.db")).await.unwrap();
+    let state = ServerState {
         metrics: Arc::new(Metrics::new("0.0.0-test").unwrap()),
         health: Arc::new(Health::default()),
         before_scrape: None,
-    }
+        store,
+        auth: Arc::new(ApiAuth::open()),
+    };
+    (state, dir)
 }
 
 #[tokio::test]
 async fn metrics_show_configured_targets_and_drop_removed_ones() {
-    let state = state();
+    let (state, _dir) = state().await;
     state
         .metrics
         .set_targets([key("admin@contoso.example"), key("it@contoso.example")]);
@@ -106,7 +113,7 @@ async fn metrics_show_configured_targets_and_drop_removed_ones() {
 
 #[tokio::test]
 async fn readyz_lists_every_reason_it_is_not_ready() {
-    let state = state();
+    let (state, _dir) = state().await;
     assert_eq!(
         get(&state, "/healthz").await,
         (StatusCode::OK, "ok\n".into())
@@ -166,7 +173,7 @@ fn http_observation(
 
 #[tokio::test]
 async fn http_check_facts_become_gauges_and_leave_with_their_target() {
-    let state = state();
+    let (state, _dir) = state().await;
     let keys = [
         ("contoso".into(), "admins".into(), "contoso".into()),
         ("contoso".into(), "health".into(), "contoso".into()),
