@@ -59,6 +59,25 @@ pub(crate) enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Write an incident evidence report for one tenant from the database: a summary, the
+    /// timeline of detections, confirmations and recoveries with the evidence behind each, and
+    /// the notifications sent.
+    Report {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// Start of the window: a UTC time (2026-11-23T08:00:00Z), a date (2026-11-23), or a
+        /// duration before now (24h, 7d).
+        #[arg(long, value_parser = crate::report::parse_time)]
+        since: tw_core::Timestamp,
+        /// End of the window (exclusive), in the same forms; default now.
+        #[arg(long, value_parser = crate::report::parse_time)]
+        until: Option<tw_core::Timestamp>,
+        /// `md` for a support case or an incident notification, `json` for tools.
+        #[arg(long, value_enum, default_value_t = crate::report::ReportFormat::Md)]
+        format: crate::report::ReportFormat,
+    },
     /// Notification tools.
     Notify {
         #[command(subcommand)]

@@ -11,6 +11,7 @@ mod heartbeat;
 mod output;
 mod pipeline;
 mod receivers;
+mod report;
 mod systemd;
 mod vantage;
 
@@ -59,6 +60,16 @@ async fn dispatch(command: Command) -> ExitCode {
         },
         Command::Alerts { config } => match load_config_or_exit(&config) {
             Ok(parsed) => return output::alerts(&parsed).await,
+            Err(code) => return code,
+        },
+        Command::Report {
+            config,
+            tenant,
+            since,
+            until,
+            format,
+        } => match load_config_or_exit(&config) {
+            Ok(parsed) => return report::run(&parsed, &tenant, since, until, format).await,
             Err(code) => return code,
         },
         Command::Notify {

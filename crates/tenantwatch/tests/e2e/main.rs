@@ -9,4 +9,6 @@ mod daemon;
 mod demo;
 mod entra;
 mod postfix;
+mod report;
+mod status_page;
 mod support;
