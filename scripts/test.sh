@@ -11,9 +11,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # A test holds a SQLite lock from a second process (Python's sqlite3); another checks the
 # systemd unit with systemd-analyze. Both are on Debian by default; install them if not.
+# The status page test renders the page in headless Chromium (Debian package `chromium`).
 need=()
 command -v python3 >/dev/null || need+=(python3)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2 \
@@ -29,8 +31,10 @@ dovecot_dir="$PWD/target/tw-dovecot"
 eval "$(scripts/dovecot-test-instance.sh start "$dovecot_dir")"
 export TW_DOVECOT_ADDR TW_DOVECOT_MAILDIR TW_DOVECOT_USER TW_DOVECOT_PASSWORD_FILE TW_DOVECOT_CA \
   TW_DOVECOT_STARTTLS_ADDR
-# Set by this script only: the mailflow tests fail instead of skipping without Dovecot.
+# Set by this script only: the mailflow tests fail instead of skipping without Dovecot, and
+# the status page test fails instead of skipping without Chromium.
 export TW_REQUIRE_DOVECOT=1
+export TW_REQUIRE_CHROMIUM=1
 trap 'scripts/postfix-test-instance.sh stop "$postfix_dir" || true; scripts/dovecot-test-instance.sh stop "$dovecot_dir" || true' EXIT
 
 cargo test --workspace --locked "$@"
