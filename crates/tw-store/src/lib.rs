@@ -20,6 +20,7 @@ mod pool;
 mod reads;
 mod record;
 mod retention;
+mod runtime;
 
 use std::fmt;
 use std::path::Path;
@@ -37,14 +38,15 @@ pub use crate::error::StoreError;
 pub use crate::learned::LearnedFacts;
 pub use crate::observations::StoredObservation;
 pub use crate::outbox::{
-    AlertStateRow, AlertWrites, DeliveryOutcome, NewDelivery, OutboxRow, OutboxStats,
-    PendingDelivery,
+    AlertCommit, AlertStateRow, AlertWrites, DeliveryOutcome, Enqueue, Fallback, NewDelivery,
+    OutboxRow, OutboxStats, PendingDelivery,
 };
 pub use crate::reads::{
     BadCursor, DeliveryAttempt, HistoryCursor, HistoryFilter, HistoryPage, NotificationRecord,
     StateCursor, StateFilter, StatePage, MAX_PAGE, MAX_WINDOW,
 };
 pub use crate::record::{RecordOutcome, RecordPolicy};
+pub use crate::runtime::{AckOutcome, AckRow, Escalation, NewAck, NewSilence, Removal, SilenceRow};
 
 /// A handle on the database. Cloning is cheap and every clone shares the pool and the cache.
 #[derive(Clone)]
@@ -109,7 +111,7 @@ impl Store {
             &self.inner.writer,
             batch,
             policy,
-            &AlertWrites::default(),
+            &AlertCommit::default(),
         )
         .await
     }
@@ -122,6 +124,18 @@ impl Store {
         batch: &[Observation],
         policy: RecordPolicy,
         alerts: &AlertWrites,
+    ) -> Result<RecordOutcome, StoreError> {
+        let commit = AlertCommit::from(alerts);
+        record::record(&self.inner.pool, &self.inner.writer, batch, policy, &commit).await
+    }
+
+    /// [`Store::record_with_alerts`] with outbox rows that may be held, grouped and handed
+    /// on to a fallback receiver.
+    pub async fn record_with_alert_commit(
+        &self,
+        batch: &[Observation],
+        policy: RecordPolicy,
+        alerts: &AlertCommit,
     ) -> Result<RecordOutcome, StoreError> {
         record::record(&self.inner.pool, &self.inner.writer, batch, policy, alerts).await
     }
@@ -149,7 +163,87 @@ impl Store {
         attempted_at: Timestamp,
         duration: std::time::Duration,
     ) -> Result<(), StoreError> {
-        outbox::finish(&self.inner.pool, id, outcome, attempted_at, duration).await
+        outbox::finish(&self.inner.pool, &[id], outcome, attempted_at, duration)
+            .await
+            .map(drop)
+    }
+
+    /// Records one attempt that carried the messages of all `ids` (a group) and moves each row
+    /// on, in one transaction. Returns how many rows a fallback enqueued for the next
+    /// receiver (a receiver that already had the event gets no second row).
+    pub async fn finish_deliveries(
+        &self,
+        ids: &[i64],
+        outcome: &DeliveryOutcome,
+        attempted_at: Timestamp,
+        duration: std::time::Duration,
+    ) -> Result<usize, StoreError> {
+        outbox::finish(&self.inner.pool, ids, outcome, attempted_at, duration).await
+    }
+
+    /// The pending rows of `receiver` in the group `group_key`, oldest first.
+    pub async fn group_members(
+        &self,
+        receiver: &str,
+        group_key: &str,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        outbox::group_members(&self.inner.pool, receiver, group_key).await
+    }
+
+    /// Adds a silence; returns its id.
+    pub async fn add_silence(&self, silence: &NewSilence) -> Result<i64, StoreError> {
+        runtime::add_silence(&self.inner.pool, silence).await
+    }
+
+    /// Silences in force or still to come at `now` (not removed, not ended), by start; with
+    /// `include_inactive`, every silence ever added, removed and ended ones too.
+    pub async fn silences(
+        &self,
+        now: Timestamp,
+        include_inactive: bool,
+    ) -> Result<Vec<SilenceRow>, StoreError> {
+        runtime::list_silences(&self.inner.pool, now, include_inactive).await
+    }
+
+    /// One silence by id, whatever its state.
+    pub async fn silence(&self, id: i64) -> Result<Option<SilenceRow>, StoreError> {
+        runtime::silence(&self.inner.pool, id).await
+    }
+
+    /// Ends a silence now; the row stays, with who removed it and when.
+    pub async fn remove_silence(
+        &self,
+        id: i64,
+        removed_by: &str,
+        at: Timestamp,
+    ) -> Result<Removal, StoreError> {
+        runtime::remove_silence(&self.inner.pool, id, removed_by, at).await
+    }
+
+    /// Records an acknowledgement of one firing episode; a second one of the same episode
+    /// leaves the first in place.
+    pub async fn add_ack(&self, ack: &NewAck) -> Result<AckOutcome, StoreError> {
+        runtime::add_ack(&self.inner.pool, ack).await
+    }
+
+    /// Acknowledgements with an id above `after_id`, oldest first (0 for all of them).
+    pub async fn acks_after(&self, after_id: i64) -> Result<Vec<AckRow>, StoreError> {
+        runtime::acks_after(&self.inner.pool, after_id).await
+    }
+
+    /// Records escalations and enqueues their messages, in one transaction. Returns how many
+    /// outbox rows were new.
+    pub async fn escalate(
+        &self,
+        escalations: &[Escalation],
+        deliveries: &[Enqueue],
+    ) -> Result<usize, StoreError> {
+        runtime::escalate(&self.inner.pool, escalations, deliveries).await
+    }
+
+    /// Every escalation recorded, to seed the alert engine at start.
+    pub async fn escalations(&self) -> Result<Vec<Escalation>, StoreError> {
+        runtime::escalations(&self.inner.pool).await
     }
 
     /// Parks pending notifications past their expiry; returns (receiver, dedup key) of each.

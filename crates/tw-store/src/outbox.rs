@@ -5,6 +5,14 @@
 //! with the observations that caused them (`record.rs`), an event is enqueued once per
 //! receiver (`dedup_key`), and each receiver's rows are handed out oldest first, one at a time,
 //! so a receiver sees its notifications in order.
+//!
+//! Two refinements keep that contract. A row may carry a group key: the dispatcher sends the
+//! pending rows of one receiver that share it as one message, and records the attempt on each
+//! of them. A row may carry a fallback chain: when its receiver keeps failing, the row is
+//! closed as `fallback` and the same message is enqueued for the next receiver of the chain
+//! (same message id; a receiver that already has the event keeps its own row).
+
+use std::time::Duration;
 
 use sqlx::{SqliteConnection, SqlitePool};
 use tw_core::{CheckKind, Timestamp};
@@ -45,6 +53,68 @@ impl AlertWrites {
     }
 }
 
+/// When a row gives up on its receiver and moves on to the next one of its route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fallback {
+    /// The receivers still behind this one, in order of preference; never empty in a row the
+    /// store hands out.
+    pub to: Vec<String>,
+    /// Failed attempts after which the row is handed on.
+    pub after_attempts: u32,
+    /// Time since the first attempt after which a failed row is handed on.
+    pub after: Duration,
+}
+
+/// A notification to enqueue, with how it is held, grouped and handed on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enqueue {
+    pub delivery: NewDelivery,
+    /// Not sent before this time (a group waiting for more of its tenant's alerts); `None`
+    /// for at once.
+    pub not_before: Option<Timestamp>,
+    /// Pending rows of one receiver with the same key go out as one message.
+    pub group_key: Option<String>,
+    pub fallback: Option<Fallback>,
+}
+
+impl From<NewDelivery> for Enqueue {
+    fn from(delivery: NewDelivery) -> Enqueue {
+        Enqueue {
+            delivery,
+            not_before: None,
+            group_key: None,
+            fallback: None,
+        }
+    }
+}
+
+/// [`AlertWrites`] with grouping and fallback: what the recorder commits with a batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertCommit {
+    pub states: Vec<AlertStateRow>,
+    pub deliveries: Vec<Enqueue>,
+}
+
+impl AlertCommit {
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.deliveries.is_empty()
+    }
+}
+
+impl From<&AlertWrites> for AlertCommit {
+    fn from(writes: &AlertWrites) -> AlertCommit {
+        AlertCommit {
+            states: writes.states.clone(),
+            deliveries: writes
+                .deliveries
+                .iter()
+                .cloned()
+                .map(Enqueue::from)
+                .collect(),
+        }
+    }
+}
+
 /// A pending notification handed to the dispatcher.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingDelivery {
@@ -55,6 +125,13 @@ pub struct PendingDelivery {
     pub attempts: u32,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// Rows of this receiver with the same key go out together ([`Store::group_members`]).
+    ///
+    /// [`Store::group_members`]: crate::Store::group_members
+    pub group_key: Option<String>,
+    pub fallback: Option<Fallback>,
+    /// When this row was first attempted, if it has been.
+    pub first_attempt_at: Option<Timestamp>,
 }
 
 /// How a delivery attempt ended.
@@ -68,6 +145,11 @@ pub enum DeliveryOutcome {
     },
     /// The receiver refused it for good.
     Permanent {
+        error: String,
+    },
+    /// The receiver keeps failing (or refused it): close the row as `fallback` and enqueue
+    /// the same message for the next receiver of its chain.
+    Fallback {
         error: String,
     },
 }
@@ -85,7 +167,7 @@ pub struct OutboxStats {
 /// many outbox rows were new (the rest were already enqueued).
 pub(crate) async fn stage(
     conn: &mut SqliteConnection,
-    writes: &AlertWrites,
+    writes: &AlertCommit,
     now: Timestamp,
 ) -> Result<usize, StoreError> {
     for row in &writes.states {
@@ -103,17 +185,38 @@ pub(crate) async fn stage(
         .await
         .map_err(StoreError::from_sqlx)?;
     }
+    insert_deliveries(conn, &writes.deliveries).await
+}
+
+/// Inserts outbox rows; a dedup key already present is left alone. Returns how many were new.
+pub(crate) async fn insert_deliveries(
+    conn: &mut SqliteConnection,
+    deliveries: &[Enqueue],
+) -> Result<usize, StoreError> {
     let mut inserted = 0;
-    for delivery in &writes.deliveries {
+    for queued in deliveries {
+        let delivery = &queued.delivery;
+        let fallback = queued.fallback.as_ref().filter(|f| !f.to.is_empty());
         let result = sqlx::query(
-            "INSERT INTO outbox (dedup_key, receiver, message, created_at, next_attempt_at, expires_at, state) \
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5, 'pending') ON CONFLICT (dedup_key) DO NOTHING",
+            "INSERT INTO outbox (dedup_key, receiver, message, created_at, next_attempt_at, expires_at, state, \
+                                 group_key, fallback_to, fallback_attempts, fallback_after_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10) ON CONFLICT (dedup_key) DO NOTHING",
         )
         .bind(&delivery.dedup_key)
         .bind(&delivery.receiver)
         .bind(&delivery.message_json)
         .bind(delivery.created_at.as_millis())
+        .bind(
+            queued
+                .not_before
+                .unwrap_or(delivery.created_at)
+                .as_millis(),
+        )
         .bind(delivery.expires_at.as_millis())
+        .bind(&queued.group_key)
+        .bind(fallback.map(|f| f.to.join(",")))
+        .bind(fallback.map(|f| i64::from(f.after_attempts.max(1))))
+        .bind(fallback.map(|f| i64::try_from(f.after.as_millis()).unwrap_or(i64::MAX)))
         .execute(&mut *conn)
         .await
         .map_err(StoreError::from_sqlx)?;
@@ -159,6 +262,49 @@ struct PendingRow {
     attempts: i64,
     created_at: i64,
     expires_at: i64,
+    group_key: Option<String>,
+    fallback_to: Option<String>,
+    fallback_attempts: Option<i64>,
+    fallback_after_ms: Option<i64>,
+    first_attempt_at: Option<i64>,
+}
+
+const PENDING_COLUMNS: &str = "o.id, o.dedup_key, o.receiver, o.message, o.attempts, \
+     o.created_at, o.expires_at, o.group_key, o.fallback_to, o.fallback_attempts, \
+     o.fallback_after_ms, o.first_attempt_at";
+
+impl PendingRow {
+    fn decode(self) -> Result<PendingDelivery, StoreError> {
+        let to = self
+            .fallback_to
+            .as_deref()
+            .map(crate::runtime::split_names)
+            .unwrap_or_default();
+        let fallback = (!to.is_empty()).then(|| Fallback {
+            to,
+            after_attempts: self
+                .fallback_attempts
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1),
+            after: Duration::from_millis(
+                self.fallback_after_ms
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .unwrap_or(0),
+            ),
+        });
+        Ok(PendingDelivery {
+            id: self.id,
+            dedup_key: self.dedup_key,
+            receiver: self.receiver,
+            message_json: self.message,
+            attempts: codec::count_from_db(self.attempts)?,
+            created_at: Timestamp(self.created_at),
+            expires_at: Timestamp(self.expires_at),
+            group_key: self.group_key,
+            fallback,
+            first_attempt_at: self.first_attempt_at.map(Timestamp),
+        })
+    }
 }
 
 /// The oldest pending row of each receiver, if it is due by `now`. A receiver whose oldest row
@@ -167,30 +313,36 @@ pub(crate) async fn due(
     pool: &SqlitePool,
     now: Timestamp,
 ) -> Result<Vec<PendingDelivery>, StoreError> {
-    let rows: Vec<PendingRow> = sqlx::query_as(
-        "SELECT o.id, o.dedup_key, o.receiver, o.message, o.attempts, o.created_at, o.expires_at \
-         FROM outbox o \
+    let rows: Vec<PendingRow> = sqlx::query_as(&format!(
+        "SELECT {PENDING_COLUMNS} FROM outbox o \
          WHERE o.id IN (SELECT min(id) FROM outbox WHERE state = 'pending' GROUP BY receiver) \
            AND o.next_attempt_at <= ?1 \
-         ORDER BY o.id",
-    )
+         ORDER BY o.id"
+    ))
     .bind(now.as_millis())
     .fetch_all(pool)
     .await
     .map_err(StoreError::from_sqlx)?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(PendingDelivery {
-                id: row.id,
-                dedup_key: row.dedup_key,
-                receiver: row.receiver,
-                message_json: row.message,
-                attempts: codec::count_from_db(row.attempts)?,
-                created_at: Timestamp(row.created_at),
-                expires_at: Timestamp(row.expires_at),
-            })
-        })
-        .collect()
+    rows.into_iter().map(PendingRow::decode).collect()
+}
+
+/// Every pending row of `receiver` with `group_key`, oldest first: the rows that go out as one
+/// message with the group's oldest row.
+pub(crate) async fn group_members(
+    pool: &SqlitePool,
+    receiver: &str,
+    group_key: &str,
+) -> Result<Vec<PendingDelivery>, StoreError> {
+    let rows: Vec<PendingRow> = sqlx::query_as(&format!(
+        "SELECT {PENDING_COLUMNS} FROM outbox o \
+         WHERE o.receiver = ?1 AND o.group_key = ?2 AND o.state = 'pending' ORDER BY o.id"
+    ))
+    .bind(receiver)
+    .bind(group_key)
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    rows.into_iter().map(PendingRow::decode).collect()
 }
 
 /// The earliest `next_attempt_at` among receivers' oldest pending rows, so the dispatcher can
@@ -206,58 +358,148 @@ pub(crate) async fn next_due_at(pool: &SqlitePool) -> Result<Option<Timestamp>, 
     Ok(next.map(Timestamp))
 }
 
-/// Records an attempt and moves the row on, in one short transaction (never held across the
-/// network send itself).
+/// Records one attempt on every row in `ids` (the rows of one message: one row, or a group)
+/// and moves each on, in one short transaction (never held across the network send itself).
+/// Returns how many rows a fallback enqueued for the next receiver.
 pub(crate) async fn finish(
     pool: &SqlitePool,
-    id: i64,
+    ids: &[i64],
     outcome: &DeliveryOutcome,
     attempted_at: Timestamp,
     duration: std::time::Duration,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let mut tx = pool
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(StoreError::from_sqlx)?;
-    let (result, error, update) = match outcome {
-        DeliveryOutcome::Sent => (
-            "sent",
-            None,
-            sqlx::query("UPDATE outbox SET state = 'sent', attempts = attempts + 1, finished_at = ?2, last_error = NULL WHERE id = ?1")
-                .bind(id)
-                .bind(attempted_at.as_millis()),
-        ),
-        DeliveryOutcome::Transient { error, retry_at } => (
-            "transient",
-            Some(error.as_str()),
-            sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1")
-                .bind(id)
-                .bind(retry_at.as_millis())
-                .bind(error.as_str()),
-        ),
-        DeliveryOutcome::Permanent { error } => (
-            "permanent",
-            Some(error.as_str()),
-            sqlx::query("UPDATE outbox SET state = 'failed', attempts = attempts + 1, finished_at = ?2, last_error = ?3 WHERE id = ?1")
+    let mut handed_on = 0;
+    for &id in ids {
+        let (result, error) = match outcome {
+            DeliveryOutcome::Sent => {
+                sqlx::query(
+                    "UPDATE outbox SET state = 'sent', attempts = attempts + 1, finished_at = ?2, last_error = NULL, \
+                     first_attempt_at = coalesce(first_attempt_at, ?2) WHERE id = ?1",
+                )
                 .bind(id)
                 .bind(attempted_at.as_millis())
-                .bind(error.as_str()),
-        ),
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                ("sent", None)
+            }
+            DeliveryOutcome::Transient { error, retry_at } => {
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3, \
+                     first_attempt_at = coalesce(first_attempt_at, ?4) WHERE id = ?1",
+                )
+                .bind(id)
+                .bind(retry_at.as_millis())
+                .bind(error.as_str())
+                .bind(attempted_at.as_millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                ("transient", Some(error.clone()))
+            }
+            DeliveryOutcome::Permanent { error } => {
+                sqlx::query(
+                    "UPDATE outbox SET state = 'failed', attempts = attempts + 1, finished_at = ?2, last_error = ?3, \
+                     first_attempt_at = coalesce(first_attempt_at, ?2) WHERE id = ?1",
+                )
+                .bind(id)
+                .bind(attempted_at.as_millis())
+                .bind(error.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                ("permanent", Some(error.clone()))
+            }
+            DeliveryOutcome::Fallback { error } => {
+                let (to, new) = hand_on(&mut tx, id, attempted_at).await?;
+                handed_on += new;
+                let error = format!("{error}; handed on to {to}");
+                sqlx::query(
+                    "UPDATE outbox SET state = 'fallback', attempts = attempts + 1, finished_at = ?2, last_error = ?3, \
+                     first_attempt_at = coalesce(first_attempt_at, ?2) WHERE id = ?1",
+                )
+                .bind(id)
+                .bind(attempted_at.as_millis())
+                .bind(error.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                ("fallback", Some(error))
+            }
+        };
+        sqlx::query("INSERT INTO deliveries (outbox_id, attempted_at, outcome, error, duration_us) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(id)
+            .bind(attempted_at.as_millis())
+            .bind(result)
+            .bind(error)
+            .bind(codec::duration_to_db(duration))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+    }
+    tx.commit().await.map_err(StoreError::from_sqlx)?;
+    Ok(handed_on)
+}
+
+#[derive(sqlx::FromRow)]
+struct ChainRow {
+    dedup_key: String,
+    receiver: String,
+    fallback_to: Option<String>,
+}
+
+/// Enqueues row `id`'s message for the first receiver of its chain, due at once, carrying the
+/// rest of the chain, its group, creation and expiry. The new row's dedup key is the event's
+/// with the new receiver, so a receiver that already has this event (from another route)
+/// keeps its own row and gets nothing twice. Returns that receiver and whether a row was added.
+async fn hand_on(
+    conn: &mut SqliteConnection,
+    id: i64,
+    now: Timestamp,
+) -> Result<(String, usize), StoreError> {
+    let row: ChainRow =
+        sqlx::query_as("SELECT dedup_key, receiver, fallback_to FROM outbox WHERE id = ?1")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+    let mut chain = row
+        .fallback_to
+        .as_deref()
+        .map(crate::runtime::split_names)
+        .unwrap_or_default()
+        .into_iter();
+    let Some(to) = chain.next() else {
+        return Err(StoreError::Decode(format!(
+            "outbox row {id} has no receiver to fall back to"
+        )));
     };
-    update
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-    sqlx::query("INSERT INTO deliveries (outbox_id, attempted_at, outcome, error, duration_us) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .bind(id)
-        .bind(attempted_at.as_millis())
-        .bind(result)
-        .bind(error)
-        .bind(codec::duration_to_db(duration))
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-    tx.commit().await.map_err(StoreError::from_sqlx)
+    let rest: Vec<String> = chain.collect();
+    let event_key = row
+        .dedup_key
+        .strip_suffix(&format!("/{}", row.receiver))
+        .unwrap_or(&row.dedup_key);
+    let result = sqlx::query(
+        "INSERT INTO outbox (dedup_key, receiver, message, created_at, next_attempt_at, expires_at, state, \
+                             group_key, fallback_to, fallback_attempts, fallback_after_ms, fallback_from) \
+         SELECT ?2, ?3, message, created_at, ?4, expires_at, 'pending', group_key, ?5, \
+                fallback_attempts, fallback_after_ms, id \
+         FROM outbox WHERE id = ?1 \
+         ON CONFLICT (dedup_key) DO NOTHING",
+    )
+    .bind(id)
+    .bind(format!("{event_key}/{to}"))
+    .bind(&to)
+    .bind(now.as_millis())
+    .bind((!rest.is_empty()).then(|| rest.join(",")))
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    Ok((to, usize::try_from(result.rows_affected()).unwrap_or(0)))
 }
 
 /// Parks pending rows past their expiry as `expired`; returns them (receiver and dedup key)
@@ -328,6 +570,9 @@ pub struct OutboxRow {
     pub state: String,
     pub attempts: u32,
     pub last_error: Option<String>,
+    pub group_key: Option<String>,
+    /// The row this one was handed on from by a fallback.
+    pub fallback_from: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -339,12 +584,14 @@ struct OutboxDbRow {
     state: String,
     attempts: i64,
     last_error: Option<String>,
+    group_key: Option<String>,
+    fallback_from: Option<i64>,
 }
 
 /// Every outbox row, oldest first.
 pub(crate) async fn list(pool: &SqlitePool) -> Result<Vec<OutboxRow>, StoreError> {
     let rows: Vec<OutboxDbRow> =
-        sqlx::query_as("SELECT id, dedup_key, receiver, message, state, attempts, last_error FROM outbox ORDER BY id")
+        sqlx::query_as("SELECT id, dedup_key, receiver, message, state, attempts, last_error, group_key, fallback_from FROM outbox ORDER BY id")
             .fetch_all(pool)
             .await
             .map_err(StoreError::from_sqlx)?;
@@ -358,6 +605,8 @@ pub(crate) async fn list(pool: &SqlitePool) -> Result<Vec<OutboxRow>, StoreError
                 state: row.state,
                 attempts: codec::count_from_db(row.attempts)?,
                 last_error: row.last_error,
+                group_key: row.group_key,
+                fallback_from: row.fallback_from,
             })
         })
         .collect()

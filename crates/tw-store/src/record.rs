@@ -30,7 +30,7 @@ use tw_core::{Evidence, Observation, Reason, Status, Timestamp};
 use crate::check_state::{self, Key, LastState, StateCache, StateUpdate};
 use crate::dns_snapshots::{self, SeenRecords};
 use crate::observations::{self, NewObservation};
-use crate::outbox::{self, AlertWrites};
+use crate::outbox::{self, AlertCommit};
 use crate::StoreError;
 
 /// How the recorder thins out history.
@@ -156,7 +156,7 @@ pub(crate) async fn record(
     writer: &Mutex<Option<StateCache>>,
     batch: &[Observation],
     policy: RecordPolicy,
-    alerts: &AlertWrites,
+    alerts: &AlertCommit,
 ) -> Result<RecordOutcome, StoreError> {
     if batch.is_empty() && alerts.is_empty() {
         return Ok(RecordOutcome::default());
