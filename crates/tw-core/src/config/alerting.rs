@@ -24,6 +24,7 @@ pub(super) struct RawAlerting {
     status_page_url: Option<Spanned<String>>,
     degraded_fraction: Option<Spanned<f64>>,
     degraded_min_targets: Option<Spanned<i64>>,
+    group_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +74,12 @@ pub(super) struct RawRoute {
     tenants: Vec<Spanned<String>>,
     #[serde(default)]
     checks: Vec<Spanned<String>>,
+    fallback: Option<Spanned<bool>>,
+    fallback_after: Option<Spanned<String>>,
+    fallback_attempts: Option<Spanned<i64>>,
+    escalate_after: Option<Spanned<String>>,
+    #[serde(default)]
+    escalate_to: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +101,9 @@ pub struct AlertingConfig {
     pub degraded_fraction: f64,
     /// … and at least this many targets are.
     pub degraded_min_targets: usize,
+    /// Alerts of one tenant that fire within this window go out as one message per
+    /// receiver; zero turns grouping off.
+    pub group_window: Duration,
     pub receivers: Vec<Receiver>,
     /// Empty: every receiver gets every alert.
     pub routes: Vec<Route>,
@@ -194,11 +204,43 @@ pub enum ReceiverKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
+    /// With `fallback`, in order of preference.
     pub receivers: Vec<String>,
     /// Empty: any. Values: `critical`, `warning`, `blind`.
     pub severities: Vec<String>,
     pub tenants: Vec<TenantName>,
     pub checks: Vec<CheckKind>,
+    /// Send to the first receiver only, and hand a message on to the next one when a
+    /// delivery keeps failing (see [`Route::fallback_attempts`], [`Route::fallback_after`]).
+    pub fallback: bool,
+    /// With `fallback`: a delivery is handed on after this many failed attempts …
+    pub fallback_attempts: u32,
+    /// … or once this long has passed since its first attempt without success, whichever
+    /// comes first (a permanent refusal hands it on at once).
+    pub fallback_after: Duration,
+    /// A critical alert of this route not acknowledged this long after it paged is sent to
+    /// `escalate_to` too.
+    pub escalate_after: Option<Duration>,
+    pub escalate_to: Vec<String>,
+}
+
+/// Where one alert message goes: a receiver, and the receivers to fall back to, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryTarget<'a> {
+    pub receiver: &'a str,
+    /// Empty without a fallback route.
+    pub fallback: Vec<&'a str>,
+    pub fallback_attempts: u32,
+    pub fallback_after: Duration,
+}
+
+/// When and to whom a critical alert escalates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationRule<'a> {
+    /// The shortest `escalate_after` of the routes the alert matches.
+    pub after: Duration,
+    /// Every `escalate_to` receiver of those routes, each once.
+    pub to: Vec<&'a str>,
 }
 
 impl Route {
@@ -247,6 +289,82 @@ impl AlertingConfig {
         names
     }
 
+    /// Where an alert of this severity, tenant and check is sent: every receiver of a
+    /// matching plain route, and the first receiver of a matching fallback route with the
+    /// rest behind it. Each receiver once, the first route naming it deciding how; without
+    /// routes, every receiver.
+    pub fn targets_for(
+        &self,
+        severity: &str,
+        tenant: &str,
+        check: CheckKind,
+    ) -> Vec<DeliveryTarget<'_>> {
+        let mut targets: Vec<DeliveryTarget<'_>> = Vec::new();
+        fn direct(receiver: &str) -> DeliveryTarget<'_> {
+            DeliveryTarget {
+                receiver,
+                fallback: Vec::new(),
+                fallback_attempts: DEFAULT_FALLBACK_ATTEMPTS,
+                fallback_after: DEFAULT_FALLBACK_AFTER,
+            }
+        }
+        if self.routes.is_empty() {
+            targets.extend(self.receivers.iter().map(|r| direct(r.name.as_str())));
+        }
+        for route in self
+            .routes
+            .iter()
+            .filter(|route| route.matches(severity, tenant, check))
+        {
+            let mut names = route.receivers.iter().map(String::as_str);
+            if route.fallback {
+                let Some(first) = names.next() else { continue };
+                if !targets.iter().any(|t| t.receiver == first) {
+                    targets.push(DeliveryTarget {
+                        receiver: first,
+                        fallback: names.collect(),
+                        fallback_attempts: route.fallback_attempts,
+                        fallback_after: route.fallback_after,
+                    });
+                }
+            } else {
+                for name in names {
+                    if !targets.iter().any(|t| t.receiver == name) {
+                        targets.push(direct(name));
+                    }
+                }
+            }
+        }
+        targets
+    }
+
+    /// How a critical alert of this tenant and check escalates, if a matching route says.
+    pub fn escalation_for(&self, tenant: &str, check: CheckKind) -> Option<EscalationRule<'_>> {
+        let mut rule: Option<EscalationRule<'_>> = None;
+        for route in self
+            .routes
+            .iter()
+            .filter(|route| route.matches("critical", tenant, check))
+        {
+            let Some(after) = route.escalate_after else {
+                continue;
+            };
+            let rule = rule.get_or_insert(EscalationRule {
+                after,
+                to: Vec::new(),
+            });
+            rule.after = rule.after.min(after);
+            for name in &route.escalate_to {
+                if !rule.to.contains(&name.as_str()) {
+                    rule.to.push(name);
+                }
+            }
+        }
+        rule
+    }
+
+    /// Every receiver that may get an alert of this severity, tenant and check, fallback
+    /// receivers included.
     pub fn receivers_for(&self, severity: &str, tenant: &str, check: CheckKind) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
         if self.routes.is_empty() {
@@ -269,7 +387,10 @@ impl AlertingConfig {
 
 const KINDS: &str =
     "webhook, ntfy, alertmanager, signal, twilio_sms, http_sms, telegram, matrix, email";
+const DEFAULT_FALLBACK_ATTEMPTS: u32 = 3;
+const DEFAULT_FALLBACK_AFTER: Duration = Duration::from_secs(5 * 60);
 const SEVERITIES: [&str; 3] = ["critical", "warning", "blind"];
+const MAX_GROUP_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 impl Validator<'_> {
     pub(super) fn alerting(
@@ -352,6 +473,24 @@ impl Validator<'_> {
                 10,
             )
             .get();
+        let group_window_raw = raw.and_then(|a| a.group_window.as_ref());
+        let group_window = self.duration(
+            "alerting.group_window",
+            group_window_raw,
+            Duration::from_secs(30),
+        );
+        // Held messages delay every later message of their receivers too (order per
+        // receiver), so the window must stay short.
+        if group_window > MAX_GROUP_WINDOW {
+            self.error(
+                "alerting.group_window",
+                group_window_raw.map(|v| v.span().start),
+                format!(
+                    "{} is too long: a group holds its receivers' later messages back too; at most 10m (0s turns grouping off)",
+                    humantime::format_duration(group_window)
+                ),
+            );
+        }
 
         let mut parsed_receivers: Vec<Receiver> = Vec::new();
         for (idx, raw_receiver) in receivers.iter().enumerate() {
@@ -380,6 +519,11 @@ impl Validator<'_> {
                 severities: Vec::new(),
                 tenants: Vec::new(),
                 checks: Vec::new(),
+                fallback: false,
+                fallback_attempts: DEFAULT_FALLBACK_ATTEMPTS,
+                fallback_after: DEFAULT_FALLBACK_AFTER,
+                escalate_after: None,
+                escalate_to: Vec::new(),
             };
             if raw_route.receivers.is_empty() {
                 self.error(
@@ -433,6 +577,8 @@ impl Validator<'_> {
                     ),
                 }
             }
+            self.fallback(&base, raw_route, &mut route);
+            self.escalation(&base, raw_route, receivers, &mut route);
             parsed_routes.push(route);
         }
 
@@ -536,9 +682,126 @@ impl Validator<'_> {
             status_page_url,
             degraded_fraction,
             degraded_min_targets,
+            group_window,
             receivers: parsed_receivers,
             routes: parsed_routes,
             silences: parsed_silences,
+        }
+    }
+
+    /// `fallback`, `fallback_attempts` and `fallback_after` of one route.
+    fn fallback(&mut self, base: &str, raw: &RawRoute, route: &mut Route) {
+        route.fallback = raw.fallback.as_ref().is_some_and(|f| *f.get_ref());
+        if let Some(attempts) = &raw.fallback_attempts {
+            match u32::try_from(*attempts.get_ref()) {
+                Ok(n) if (1..=100).contains(&n) => route.fallback_attempts = n,
+                _ => self.error(
+                    format!("{base}.fallback_attempts"),
+                    Some(attempts.span().start),
+                    format!(
+                        "must be a whole number from 1 to 100, got {}",
+                        attempts.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(after) = &raw.fallback_after {
+            let parsed = self.duration(
+                &format!("{base}.fallback_after"),
+                Some(after),
+                DEFAULT_FALLBACK_AFTER,
+            );
+            if parsed.is_zero() {
+                self.error(
+                    format!("{base}.fallback_after"),
+                    Some(after.span().start),
+                    "must be longer than 0s (a permanent refusal falls back at once anyway)",
+                );
+            } else {
+                route.fallback_after = parsed;
+            }
+        }
+        if route.fallback {
+            if raw.receivers.len() < 2 {
+                self.error(
+                    format!("{base}.fallback"),
+                    raw.fallback.as_ref().map(|f| f.span().start),
+                    "a fallback route needs at least two receivers, in order of preference",
+                );
+            }
+        } else if let Some(span) = raw
+            .fallback_attempts
+            .as_ref()
+            .map(|v| v.span().start)
+            .or_else(|| raw.fallback_after.as_ref().map(|v| v.span().start))
+        {
+            let key = if raw.fallback_attempts.is_some() {
+                "fallback_attempts"
+            } else {
+                "fallback_after"
+            };
+            self.error(
+                format!("{base}.{key}"),
+                Some(span),
+                "only applies with fallback = true",
+            );
+        }
+    }
+
+    /// `escalate_after` and `escalate_to` of one route.
+    fn escalation(
+        &mut self,
+        base: &str,
+        raw: &RawRoute,
+        receivers: &[RawReceiver],
+        route: &mut Route,
+    ) {
+        for (i, name) in raw.escalate_to.iter().enumerate() {
+            if receivers.iter().any(|r| r.name.get_ref() == name.get_ref()) {
+                if !route.escalate_to.contains(name.get_ref()) {
+                    route.escalate_to.push(name.get_ref().clone());
+                }
+            } else {
+                self.error(
+                    format!("{base}.escalate_to[{i}]"),
+                    Some(name.span().start),
+                    format!("no receiver named {:?}", name.get_ref()),
+                );
+            }
+        }
+        match (&raw.escalate_after, raw.escalate_to.is_empty()) {
+            (None, true) => {}
+            (None, false) => self.error(
+                format!("{base}.escalate_after"),
+                raw.escalate_to.first().map(|v| v.span().start),
+                "escalate_to needs escalate_after (how long an unacknowledged critical alert waits)",
+            ),
+            (Some(after), true) => self.error(
+                format!("{base}.escalate_to"),
+                Some(after.span().start),
+                "escalate_after needs escalate_to (the receivers to escalate to)",
+            ),
+            (Some(after), false) => {
+                let parsed =
+                    self.duration(&format!("{base}.escalate_after"), Some(after), Duration::ZERO);
+                if parsed.is_zero() {
+                    self.error(
+                        format!("{base}.escalate_after"),
+                        Some(after.span().start),
+                        "must be longer than 0s (route the receivers directly instead)",
+                    );
+                } else {
+                    route.escalate_after = Some(parsed);
+                }
+                if !route.severities.is_empty() && !route.severities.iter().any(|s| s == "critical")
+                {
+                    self.error(
+                        format!("{base}.escalate_after"),
+                        Some(after.span().start),
+                        "only critical alerts escalate, and this route's severities leave critical out",
+                    );
+                }
+            }
         }
     }
 

@@ -776,3 +776,150 @@ fn degraded_source_thresholds_are_checked() {
         &["alerting.degraded_fraction (line 6): must be a share between 0.05 and 1.0, got 2"],
     );
 }
+
+const ROUTED: &str = r#"
+[[receivers]]
+name = "signal"
+kind = "signal"
+url = "http://127.0.0.1:8080"
+number = "+15550001111"
+recipients = ["+15550002222"]
+[[receivers]]
+name = "sms"
+kind = "http_sms"
+url = "http://127.0.0.1:9000/send"
+body_template = "to={to}&text={message}"
+to = ["+15550003333"]
+[[receivers]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:9001/hook"
+[[receivers]]
+name = "boss"
+kind = "ntfy"
+url = "http://127.0.0.1:9002/boss"
+"#;
+
+#[test]
+fn fallback_routes_send_to_the_first_receiver_and_keep_the_rest_in_order() {
+    let config = check_valid(&format!(
+        "{ROUTED}[[routes]]\nreceivers = [\"signal\", \"sms\", \"hook\"]\nfallback = true\nfallback_attempts = 4\nfallback_after = \"2m\"\n[[routes]]\nreceivers = [\"hook\", \"boss\"]\nseverities = [\"warning\"]\n"
+    ));
+    let alerting = &config.alerting;
+    let targets = alerting.targets_for("critical", "contoso", CheckKind::SmtpRcpt);
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    assert_eq!(
+        (
+            targets[0].receiver,
+            targets[0].fallback.clone(),
+            targets[0].fallback_attempts,
+            targets[0].fallback_after
+        ),
+        ("signal", vec!["sms", "hook"], 4, Duration::from_secs(120))
+    );
+    // The plain route adds its receivers directly; one already reached through the chain's
+    // head is not repeated, and a chain member may still be a direct receiver.
+    let warning = alerting.targets_for("warning", "contoso", CheckKind::Dns);
+    assert_eq!(
+        warning
+            .iter()
+            .map(|t| (t.receiver, t.fallback.len()))
+            .collect::<Vec<_>>(),
+        [("signal", 2), ("hook", 0), ("boss", 0)]
+    );
+    // Every receiver that may get it, fallbacks included.
+    assert_eq!(
+        alerting.receivers_for("critical", "contoso", CheckKind::SmtpRcpt),
+        ["signal", "sms", "hook"]
+    );
+    // Defaults: 3 attempts or 5 minutes.
+    let config = check_valid(&format!(
+        "{ROUTED}[[routes]]\nreceivers = [\"signal\", \"sms\"]\nfallback = true\n"
+    ));
+    let targets = config
+        .alerting
+        .targets_for("blind", "x", CheckKind::Identity);
+    assert_eq!(
+        (targets[0].fallback_attempts, targets[0].fallback_after),
+        (3, Duration::from_secs(300))
+    );
+}
+
+#[test]
+fn without_routes_every_receiver_is_a_direct_target() {
+    let config = check_valid(ROUTED);
+    let targets = config.alerting.targets_for("critical", "x", CheckKind::Dns);
+    assert_eq!(
+        targets.iter().map(|t| t.receiver).collect::<Vec<_>>(),
+        ["signal", "sms", "hook", "boss"]
+    );
+    assert!(targets.iter().all(|t| t.fallback.is_empty()));
+    assert_eq!(config.alerting.escalation_for("x", CheckKind::Dns), None);
+    assert_eq!(config.alerting.group_window, Duration::from_secs(30));
+}
+
+#[test]
+fn escalation_takes_the_shortest_delay_and_every_escalation_receiver_of_matching_routes() {
+    let config = check_valid(&format!(
+        "{ROUTED}[[routes]]\nreceivers = [\"hook\"]\nescalate_after = \"30m\"\nescalate_to = [\"sms\"]\n\
+         [[routes]]\nreceivers = [\"signal\"]\nseverities = [\"critical\"]\ntenants = [\"contoso\"]\nescalate_after = \"10m\"\nescalate_to = [\"boss\", \"sms\"]\n\
+         [[routes]]\nreceivers = [\"boss\"]\nseverities = [\"warning\"]\n"
+    ));
+    let alerting = &config.alerting;
+    let rule = alerting
+        .escalation_for("contoso", CheckKind::SmtpRcpt)
+        .unwrap();
+    assert_eq!(
+        (rule.after, rule.to),
+        (Duration::from_secs(600), vec!["sms", "boss"])
+    );
+    let rule = alerting
+        .escalation_for("fabrikam", CheckKind::SmtpRcpt)
+        .unwrap();
+    assert_eq!(
+        (rule.after, rule.to),
+        (Duration::from_secs(1_800), vec!["sms"])
+    );
+}
+
+#[test]
+fn a_group_window_is_a_short_duration_and_zero_turns_grouping_off() {
+    let config = check_valid("[alerting]\ngroup_window = \"0s\"\n");
+    assert_eq!(config.alerting.group_window, Duration::ZERO);
+    let config = check_valid("[alerting]\ngroup_window = \"45s\"\n");
+    assert_eq!(config.alerting.group_window, Duration::from_secs(45));
+    check_errors(
+        "[alerting]\ngroup_window = \"1h\"\n",
+        &["alerting.group_window (line 6): 1h is too long: a group holds its receivers' later messages back too; at most 10m (0s turns grouping off)"],
+    );
+    check_errors(
+        "[alerting]\ngroup_window = \"30\"\n",
+        &["alerting.group_window (line 6): \"30\" is not a duration such as \"30s\", \"5m\" or \"90d\" (time unit needed, for example 30sec or 30ms)"],
+    );
+}
+
+#[test]
+fn fallback_and_escalation_mistakes_are_all_reported_with_their_lines() {
+    check_errors(
+        &format!(
+            "{ROUTED}[[routes]]\nreceivers = [\"signal\"]\nfallback = true\nfallback_attempts = 0\n\
+             [[routes]]\nreceivers = [\"hook\"]\nfallback_after = \"1m\"\n\
+             [[routes]]\nreceivers = [\"hook\", \"sms\"]\nfallback = true\nfallback_after = \"0s\"\n\
+             [[routes]]\nreceivers = [\"hook\"]\nescalate_to = [\"nobody\", \"sms\"]\n\
+             [[routes]]\nreceivers = [\"hook\"]\nescalate_after = \"15m\"\n\
+             [[routes]]\nreceivers = [\"hook\"]\nseverities = [\"warning\"]\nescalate_after = \"15m\"\nescalate_to = [\"sms\"]\n\
+             [[routes]]\nreceivers = [\"hook\"]\nescalate_after = \"0s\"\nescalate_to = [\"sms\"]\n"
+        ),
+        &[
+            "routes[0].fallback_attempts (line 29): must be a whole number from 1 to 100, got 0",
+            "routes[0].fallback (line 28): a fallback route needs at least two receivers, in order of preference",
+            "routes[1].fallback_after (line 32): only applies with fallback = true",
+            "routes[2].fallback_after (line 36): must be longer than 0s (a permanent refusal falls back at once anyway)",
+            "routes[3].escalate_to[0] (line 39): no receiver named \"nobody\"",
+            "routes[3].escalate_after (line 39): escalate_to needs escalate_after (how long an unacknowledged critical alert waits)",
+            "routes[4].escalate_to (line 42): escalate_after needs escalate_to (the receivers to escalate to)",
+            "routes[5].escalate_after (line 46): only critical alerts escalate, and this route's severities leave critical out",
+            "routes[6].escalate_after (line 50): must be longer than 0s (route the receivers directly instead)",
+        ],
+    );
+}
