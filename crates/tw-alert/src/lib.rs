@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tw_core::{CheckKind, Reason, Status, Timestamp};
 
-pub use state::{evaluate, AlertState, STATE_VERSION};
+pub use state::{evaluate, AlertState, Page, STATE_VERSION};
 
 /// How eagerly an alert fires, repeats and resolves. One set per evaluation; the daemon builds
 /// it from config.

@@ -88,6 +88,16 @@ pub struct AlertState {
     blind_resolved_at: Option<Timestamp>,
 }
 
+/// A critical episode as receivers were paged about it ([`AlertState::critical_page`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub episode: u64,
+    /// The first non-ok verdict of the episode.
+    pub since: Timestamp,
+    /// When the critical Firing message went out (evaluation time).
+    pub paged_at: Timestamp,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Verdict {
     #[serde(default)]
@@ -187,6 +197,32 @@ impl AlertState {
     /// The `started_at` of the latest observation evaluated.
     pub fn last_seen(&self) -> Option<Timestamp> {
         self.last_seen
+    }
+
+    /// The episode receivers were told is critical and not yet told is resolved, with when it
+    /// began and when its critical Firing message went out (the first one, or the escalation
+    /// from warning): where an escalation timer starts. `None` while nothing critical is
+    /// being told, a warning episode included.
+    pub fn critical_page(&self) -> Option<Page> {
+        let told = self.told.filter(|told| told.critical)?;
+        Some(Page {
+            episode: told.episode,
+            since: told.since,
+            paged_at: self.fired_at?,
+        })
+    }
+
+    /// The latest non-ok verdict (confirmed or not, resolved or not): whether it was
+    /// critical, its reason label and its summary (clipped), for a message built from the
+    /// state rather than from an observation.
+    pub fn last_problem(&self) -> Option<(bool, &str, &str)> {
+        self.last_bad.as_ref().map(|verdict| {
+            (
+                verdict.critical,
+                verdict.reason.as_str(),
+                verdict.summary.as_str(),
+            )
+        })
     }
 
     /// What this target's check currently says is wrong: the reason label of the latest

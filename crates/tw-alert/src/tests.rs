@@ -673,3 +673,43 @@ fn a_reloaded_state_continues_exactly_where_it_left_off() {
     }
     assert_eq!(events, run(&rules, &pattern).events);
 }
+
+#[test]
+fn a_critical_page_is_known_from_its_firing_until_it_resolves() {
+    // Warning first: nothing critical has been paged.
+    let warning = run(&rules(1, 1), "OW");
+    assert_eq!(warning.state.critical_page(), None);
+    assert_eq!(
+        warning
+            .state
+            .last_problem()
+            .map(|(critical, reason, _)| (critical, reason)),
+        Some((false, "spf_missing"))
+    );
+    // Escalated from warning to critical at slot 3: the page dates from the escalation.
+    let escalated = run(&rules(1, 1), "OWWC");
+    let page = escalated.state.critical_page().unwrap();
+    assert_eq!(
+        (page.episode, page.since, page.paged_at),
+        (1, slot(1), slot(3))
+    );
+    // A repeat does not move it: the escalation timer counts from the first critical page.
+    let repeated = run(&Rules::defaults(), "CC U*60");
+    let page = repeated.state.critical_page().unwrap();
+    assert_eq!((page.episode, page.paged_at), (1, slot(1)));
+    assert!(repeated
+        .events
+        .iter()
+        .any(|(_, event)| event.kind == EventKind::Repeat));
+    // Resolved: nothing is paged any more, and the next episode has its own number.
+    let resolved = run(&rules(1, 1), "CO");
+    assert_eq!(resolved.state.critical_page(), None);
+    // (After the flapping window: a new Firing within it would be held back.)
+    let again = run(&rules(1, 1), "CO O*48 C");
+    let page = again.state.critical_page().unwrap();
+    assert_eq!(page.episode, 2);
+    let (critical, reason, summary) = again.state.last_problem().unwrap();
+    assert!(critical);
+    assert_eq!(reason, "recipient_not_found");
+    assert!(summary.contains("5.1.10"), "{summary}");
+}
