@@ -55,6 +55,7 @@ pub(crate) async fn connect(path: &Path) -> Result<SqlitePool, StoreError> {
 
     let pool = SqlitePoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
+        .after_release(|conn, _| Box::pin(async move { Ok(out_of_transaction(conn).await) }))
         .connect_with(options)
         .await
         .map_err(StoreError::from_sqlx)?;
@@ -66,4 +67,19 @@ pub(crate) async fn connect(path: &Path) -> Result<SqlitePool, StoreError> {
         return Err(StoreError::Migration(err));
     }
     Ok(pool)
+}
+
+/// Whether a connection handed back to the pool may be reused. A COMMIT that fails on a full
+/// disk or an IO error leaves the transaction rolled back by SQLite itself; the ROLLBACK that
+/// sqlx then sends fails ("no transaction is active"), so sqlx goes on counting the connection
+/// as inside a transaction, and every later `BEGIN IMMEDIATE` on it fails for good ("begin_with
+/// at non-zero transaction depth"). Such a connection is closed and replaced instead. The
+/// ping waits for a rollback still queued by a dropped transaction, so only a connection that
+/// is really stuck is closed.
+async fn out_of_transaction(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    if conn.is_in_transaction() {
+        let _ = conn.ping().await;
+    }
+    !conn.is_in_transaction()
 }
