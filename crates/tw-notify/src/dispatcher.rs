@@ -72,6 +72,7 @@ impl Dispatcher {
     /// their rows stay pending for the next start.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
+        let unrecorded: Arc<Mutex<HashMap<i64, Unrecorded>>> = Arc::default();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -116,19 +117,60 @@ impl Dispatcher {
             let mut sends = JoinSet::new();
             for pending in due {
                 let this = this.clone();
-                sends.spawn(async move { this.attempt(pending).await });
+                let unrecorded = unrecorded.clone();
+                sends.spawn(async move { this.attempt(pending, &unrecorded).await });
             }
+            let mut all_recorded = true;
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     sends.abort_all();
                     return;
                 }
-                _ = async { while sends.join_next().await.is_some() {} } => {}
+                _ = async {
+                    while let Some(recorded) = sends.join_next().await {
+                        all_recorded &= recorded.unwrap_or(true);
+                    }
+                } => {}
+            }
+            // The rows whose attempt could not be recorded are still due: wait for the store
+            // rather than spin on it.
+            if !all_recorded && sleep_or_cancel(STORE_RETRY, &shutdown).await {
+                return;
             }
         }
     }
 
-    async fn attempt(&self, pending: PendingDelivery) {
+    /// Sends one row and records the attempt; false if the record failed. A send whose record
+    /// failed is not repeated while the process lives: the row stays pending in the store,
+    /// so the next pass only retries the record (a restart sends it again: at least once).
+    async fn attempt(
+        &self,
+        pending: PendingDelivery,
+        unrecorded: &Mutex<HashMap<i64, Unrecorded>>,
+    ) -> bool {
+        let remembered = unrecorded.lock().remove(&pending.id);
+        let (outcome, attempted_at, elapsed) = match remembered {
+            Some(earlier) => earlier,
+            None => self.send(&pending).await,
+        };
+        match self
+            .store
+            .finish_delivery(pending.id, &outcome, attempted_at, elapsed)
+            .await
+        {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(error = %err, dedup_key = %pending.dedup_key, "Cannot record a delivery attempt; will record it again without sending again");
+                unrecorded
+                    .lock()
+                    .insert(pending.id, (outcome, attempted_at, elapsed));
+                false
+            }
+        }
+    }
+
+    /// One delivery attempt: the outcome, when it started and how long it took.
+    async fn send(&self, pending: &PendingDelivery) -> Unrecorded {
         let attempted_at = Timestamp::now();
         let started = Instant::now();
         // Cloned out so no lock is held across the send.
@@ -175,16 +217,12 @@ impl Dispatcher {
                 DeliveryOutcome::Permanent { error }
             }
         };
-        if let Err(err) = self
-            .store
-            .finish_delivery(pending.id, &outcome, attempted_at, elapsed)
-            .await
-        {
-            // The row stays pending: the next pass sends it again (at least once).
-            tracing::warn!(error = %err, dedup_key = %pending.dedup_key, "Cannot record a delivery attempt");
-        }
+        (outcome, attempted_at, elapsed)
     }
 }
+
+/// An attempt's outcome, start and duration, kept until the store takes its record.
+type Unrecorded = (DeliveryOutcome, Timestamp, Duration);
 
 /// Capped exponential backoff with ±20% jitter, so receivers recovering from an outage are
 /// not hit by every tenantwatch retry at the same instant.
