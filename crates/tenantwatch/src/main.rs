@@ -43,6 +43,10 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command) -> ExitCode {
+    if let Err(err) = survive_file_size_limit() {
+        tracing::error!(error = %format!("{err:#}"), "Cannot install the SIGXFSZ handler");
+        return ExitCode::FAILURE;
+    }
     let result = match command {
         Command::CheckConfig { file } => return check_config(&file),
         Command::Run { config } => match load_config_or_exit(&config) {
@@ -172,6 +176,34 @@ pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Outpu
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     })
+}
+
+/// SIGXFSZ as Linux numbers it (asm-generic; MIPS is the exception).
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+const SIGXFSZ: i32 = 25;
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+const SIGXFSZ: i32 = 31;
+
+/// A write past the file size limit (`RLIMIT_FSIZE`, systemd's `LimitFSIZE=`) raises SIGXFSZ,
+/// whose default action kills the process. A full disk must be an error, not a crash: with a
+/// handler installed the write fails with EFBIG instead, SQLite reports it, and the recorder
+/// treats it like any unwritable store (probing goes on, /readyz says why, the batch is
+/// retried). tokio never uninstalls a handler, so this holds for the life of the process; the
+/// task only tells the operator the cause, at most every ten minutes.
+fn survive_file_size_limit() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+    let mut exceeded = signal(SignalKind::from_raw(SIGXFSZ)).context("listening for SIGXFSZ")?;
+    tokio::spawn(async move {
+        let mut logged: Option<tokio::time::Instant> = None;
+        while exceeded.recv().await.is_some() {
+            if logged.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+                logged = Some(tokio::time::Instant::now());
+                tracing::warn!("File size limit reached (SIGXFSZ): writes to the database fail until RLIMIT_FSIZE (LimitFSIZE=) is raised or space is freed");
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Turns each SIGHUP into a reload request. The forwarding task holds no state and lives as

@@ -8,6 +8,7 @@ mod cli;
 mod daemon;
 mod demo;
 mod entra;
+mod faults;
 mod postfix;
 mod report;
 mod status_page;

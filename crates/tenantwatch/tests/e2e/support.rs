@@ -186,6 +186,16 @@ impl TestDaemon {
             .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
     }
 
+    /// The daemon's process id, for tools that act on a running process (`prlimit`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("daemon still running")
+    }
+
+    /// `None` while the process runs; its exit status once it has ended (crashed or not).
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     pub(crate) fn signal(&self, name: &str) {
         let pid = self.child.id().expect("daemon still running").to_string();
         let status = std::process::Command::new("kill")
