@@ -318,12 +318,12 @@ fn grid_cell(
         }
         Some(cell) => {
             out.element("span", &[("class", "st")], status.as_str());
-            if cell.targets > 1 {
-                let bad = cell.seen() - cell.count(Status::Ok);
+            let bad = cell.seen() - cell.count(Status::Ok);
+            if cell.targets > 1 && bad > 0 {
                 out.raw(" ").element(
                     "span",
                     &[("class", "muted")],
-                    &format!("{bad}/{} not ok", cell.targets),
+                    &format!("{bad} of {} targets not ok", cell.targets),
                 );
             }
             if let Some(worst) = &cell.worst {

@@ -873,3 +873,20 @@ fn base64(text: String) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn every_path_in_the_openapi_file_is_served() {
+    let spec = include_str!("../../../docs/openapi.yaml");
+    let paths: Vec<&str> = spec
+        .lines()
+        .filter_map(|line| line.strip_prefix("  /")?.strip_suffix(':'))
+        .collect();
+    assert_eq!(paths.len(), 5, "{paths:?}");
+    let fixture = fixture(ApiAuth::open()).await;
+    for path in paths {
+        let path = format!("/{}", path.replace("{tenant}", "contoso"));
+        let (status, headers, body) = get(&fixture.state, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{path}");
+    }
+}
