@@ -40,8 +40,44 @@ struct Pair {
 const GONE: &[Reason] = &[Reason::IdentityDeleted, Reason::IdentityNotFound];
 const REJECTED: &[Reason] = &[Reason::RecipientNotFound];
 const UNKNOWN_TENANT: &[Reason] = &[Reason::TenantUnknown];
+const BOUNCED: &[Reason] = &[Reason::MailBounced];
+const NO_MAILBOX: &[Reason] = &[Reason::MailboxPlanLost];
 
 const PAIRS: &[Pair] = &[
+    // The seed incident: Exchange accepted the message, then bounced it 5.1.10, and Graph
+    // says the identity lost its mailbox plan (or is gone).
+    Pair {
+        check: CheckKind::Mailflow,
+        reasons: BOUNCED,
+        other: CheckKind::Licence,
+        other_reasons: NO_MAILBOX,
+        partner: Partner::SameTarget,
+        headline: "Mailbox unreachable",
+    },
+    Pair {
+        check: CheckKind::Licence,
+        reasons: NO_MAILBOX,
+        other: CheckKind::Mailflow,
+        other_reasons: BOUNCED,
+        partner: Partner::SameTarget,
+        headline: "Mailbox unreachable",
+    },
+    Pair {
+        check: CheckKind::Mailflow,
+        reasons: BOUNCED,
+        other: CheckKind::Identity,
+        other_reasons: GONE,
+        partner: Partner::SameTarget,
+        headline: "Identity vanished",
+    },
+    Pair {
+        check: CheckKind::Identity,
+        reasons: GONE,
+        other: CheckKind::Mailflow,
+        other_reasons: BOUNCED,
+        partner: Partner::SameTarget,
+        headline: "Identity vanished",
+    },
     Pair {
         check: CheckKind::SmtpRcpt,
         reasons: REJECTED,
@@ -260,6 +296,18 @@ mod tests {
                 CheckKind::Tenant,
                 vec![verdict("contoso.com", Reason::TenantUnknown, T)],
                 Some("Tenant vanished"),
+            ),
+            (
+                obs(CheckKind::Mailflow, admin, Reason::MailBounced),
+                CheckKind::Licence,
+                vec![verdict(admin, Reason::MailboxPlanLost, T)],
+                Some("Mailbox unreachable"),
+            ),
+            (
+                obs(CheckKind::Licence, admin, Reason::MailboxPlanLost),
+                CheckKind::Mailflow,
+                vec![verdict(admin, Reason::MailBounced, T)],
+                Some("Mailbox unreachable"),
             ),
             // An unknown verdict never takes part.
             (

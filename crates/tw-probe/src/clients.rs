@@ -55,6 +55,8 @@ pub enum ClientBuildError {
     },
     #[error("HTTP client")]
     Http(#[source] tw_entra::http::HttpSetupError),
+    #[error("mailflow relay or bounce mailbox")]
+    Mailflow(#[source] tw_mailflow::SetupError),
     #[error("app credentials of tenant {tenant}")]
     App {
         tenant: TenantName,
@@ -79,6 +81,14 @@ pub struct Clients {
     pub smtp: SmtpIdentity,
     pub destinations: DestinationLimiter,
     pub entra: EntraClients,
+    /// The relay and bounce mailbox of the `mailflow` check, when `[mailflow]` is configured.
+    pub mailflow: Option<Mailflow>,
+}
+
+/// What the mailflow check needs: its config and its loaded credentials.
+pub struct Mailflow {
+    pub config: tw_core::config::MailflowConfig,
+    pub clients: tw_mailflow::MailflowClients,
 }
 
 /// What the HTTP checks share: one pooled client, one token cache, one Graph client (with its
@@ -159,7 +169,18 @@ impl EntraClients {
 
 impl Clients {
     pub fn from_config(config: &Config) -> Result<Clients, ClientBuildError> {
+        let mailflow = match &config.mailflow {
+            Some(mailflow) => Some(Mailflow {
+                clients: tw_mailflow::MailflowClients::load(mailflow, &|name| {
+                    std::env::var(name).ok()
+                })
+                .map_err(ClientBuildError::Mailflow)?,
+                config: mailflow.clone(),
+            }),
+            None => None,
+        };
         Ok(Clients {
+            mailflow,
             entra: EntraClients::from_config(config)?,
             resolver: build_resolver(&config.dns.nameservers, config.dns.timeout)?,
             tls: Arc::new(build_tls(config.smtp.extra_ca_file.as_deref())?),

@@ -167,8 +167,14 @@ pub fn plan(config: &Config) -> Vec<Job> {
                 CheckKind::Signin | CheckKind::Licence | CheckKind::Admins | CheckKind::Health => {
                     jobs.push(job(Subject::Tenant));
                 }
-                // Not scheduled yet: the probe (crates/tw-mailflow) is being built.
-                CheckKind::Mailflow => {}
+                CheckKind::Mailflow => {
+                    jobs.extend(
+                        tenant
+                            .mailflow_to
+                            .iter()
+                            .map(|address| job(Subject::Address(address.clone()))),
+                    );
+                }
             }
         }
     }
@@ -291,6 +297,24 @@ pub async fn run_job(
                 memory.update(job.tenant.as_str(), domain.as_str(), &outcome.evidence.records);
                 vec![observation(domain.to_string(), outcome.reason, outcome.summary, Evidence::Dns(outcome.evidence))]
             }
+            (CheckKind::Mailflow, Subject::Address(to)) => match &clients.mailflow {
+                Some(mailflow) => {
+                    // Each run holds an IMAP session on the bounce mailbox for its whole wait;
+                    // IMAP servers cap sessions per user (Dovecot: 10), so runs share it in turn.
+                    let _permit = clients
+                        .destinations
+                        .acquire(&format!("imap:{}", mailflow.config.imap_host))
+                        .await;
+                    let outcome = tw_mailflow::run(&mailflow.config, &mailflow.clients, &job.tenant, to, deadline).await;
+                    vec![observation(outcome.target, outcome.reason, outcome.summary, Evidence::Mailflow(Box::new(outcome.evidence)))]
+                }
+                // `plan` only makes mailflow jobs when [mailflow] exists, and Clients is
+                // built from the same config; an error log beats a made-up verdict.
+                None => {
+                    tracing::error!("mailflow job without [mailflow] clients");
+                    Vec::new()
+                }
+            },
             (CheckKind::SmtpRcpt, Subject::Mailboxes { domain, addresses }) => {
                 let outcome = smtp_rcpt::run(domain, addresses, clients, deadline).await;
                 let evidence = Evidence::SmtpRcpt(outcome.evidence);

@@ -9,6 +9,7 @@ mod daemon;
 mod demo;
 mod entra;
 mod faults;
+mod mailflow;
 mod postfix;
 mod report;
 mod status_page;
