@@ -12,6 +12,9 @@
 //! Alertmanager resolves an alert whose `endsAt` has passed, and tenantwatch re-sends only
 //! every `repeat_interval`, so the validity must outlast it. A resolved alert is sent with
 //! `endsAt` = the time it resolved.
+//!
+//! A group (several alerts of one tenant sent together) is posted as the array of its
+//! alerts, one element each: Alertmanager does its own grouping.
 
 use std::time::Duration;
 
@@ -64,14 +67,27 @@ pub(crate) async fn send(
     http: &reqwest::Client,
     base: &str,
     message: &Message,
+    members: &[Message],
 ) -> Result<(), DeliveryError> {
     let what = describe("alertmanager", base);
+    let alerts: Vec<PostableAlert<'_>> = if members.is_empty() {
+        vec![postable(message)]
+    } else {
+        members.iter().map(postable).collect()
+    };
+    let request = http
+        .post(format!("{}/api/v2/alerts", trim_base(base)))
+        .json(&alerts);
+    http::send(request, &what).await
+}
+
+fn postable(message: &Message) -> PostableAlert<'_> {
     let ends_at = if message.is_resolved() {
         message.at
     } else {
         message.at.plus(ALERTMANAGER_VALIDITY)
     };
-    let alerts = [PostableAlert {
+    PostableAlert {
         labels: Labels {
             alertname: ALERTNAME,
             tenant: &message.tenant,
@@ -90,9 +106,5 @@ pub(crate) async fn send(
         starts_at: message.since.to_string(),
         ends_at: ends_at.to_string(),
         generator_url: message.link.as_deref(),
-    }];
-    let request = http
-        .post(format!("{}/api/v2/alerts", trim_base(base)))
-        .json(&alerts);
-    http::send(request, &what).await
+    }
 }

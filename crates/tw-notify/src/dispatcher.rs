@@ -6,6 +6,18 @@
 //! backoff and jitter, refused for good, or expired. A row stays pending until that record is
 //! committed, so a crash mid-send means the send is repeated on restart (at least once; the
 //! message id is the receiver's idempotency key), never lost.
+//!
+//! Two things happen per send on top of that. A row with a group key goes out together with
+//! every other pending row of its receiver and group, as one message ([`group_message`]), and
+//! the attempt is recorded on each of them. A row with a fallback chain is handed on to the
+//! next receiver of its route, instead of waiting out its expiry, when its receiver refuses it
+//! for good, or has failed [`Fallback::after_attempts`] times, or has not succeeded within
+//! [`Fallback::after`] of the first attempt, whichever comes first; the store enqueues the
+//! same message (same id) for that receiver and logs the hand-over as outcome `fallback`.
+//!
+//! [`group_message`]: crate::group_message
+//! [`Fallback::after_attempts`]: tw_store::Fallback::after_attempts
+//! [`Fallback::after`]: tw_store::Fallback::after
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tw_core::Timestamp;
 use tw_store::{DeliveryOutcome, PendingDelivery, Store};
 
-use crate::{deliver, Channel, DeliveryError, Message};
+use crate::{deliver_group, group_message, Channel, DeliveryError, Message};
 
 /// First retry delay; doubles per attempt up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
@@ -29,8 +41,10 @@ const IDLE_WAKE: Duration = Duration::from_secs(30);
 /// After a store error, wait this long before reading the outbox again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
-/// Delivery counts per (receiver, result) for the metrics stage; result is `sent`,
-/// `transient`, `permanent` or `expired`.
+/// Delivery counts per (receiver, result) for the metrics stage, one per notification (a
+/// group of three delivered counts three); result is `sent`, `transient`, `permanent`,
+/// `expired`, or `fallback` (handed on to the next receiver of its route, counted on the
+/// receiver that gave it up).
 #[derive(Debug, Default)]
 pub struct DispatchStats {
     counts: Mutex<HashMap<(String, &'static str), u64>>,
@@ -72,7 +86,7 @@ impl Dispatcher {
     /// their rows stay pending for the next start.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
-        let unrecorded: Arc<Mutex<HashMap<i64, Unrecorded>>> = Arc::default();
+        let unrecorded: Arc<Mutex<Vec<Unrecorded>>> = Arc::default();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -140,54 +154,82 @@ impl Dispatcher {
         }
     }
 
-    /// Sends one row and records the attempt; false if the record failed. A send whose record
-    /// failed is not repeated while the process lives: the row stays pending in the store,
-    /// so the next pass only retries the record (a restart sends it again: at least once).
-    async fn attempt(
-        &self,
-        pending: PendingDelivery,
-        unrecorded: &Mutex<HashMap<i64, Unrecorded>>,
-    ) -> bool {
-        let remembered = unrecorded.lock().remove(&pending.id);
-        let (outcome, attempted_at, elapsed) = match remembered {
+    /// Sends one row (with its group) and records the attempt; false if the record failed.
+    /// A send whose record failed is not repeated while the process lives: the rows stay
+    /// pending in the store, so the next pass only retries the record (a restart sends them
+    /// again: at least once).
+    async fn attempt(&self, pending: PendingDelivery, unrecorded: &Mutex<Vec<Unrecorded>>) -> bool {
+        let remembered = {
+            let mut unrecorded = unrecorded.lock();
+            unrecorded
+                .iter()
+                .position(|earlier| earlier.covers(pending.id))
+                .map(|index| unrecorded.swap_remove(index))
+        };
+        let mut attempt = match remembered {
             Some(earlier) => earlier,
             None => self.send(&pending).await,
         };
-        match self
-            .store
-            .finish_delivery(pending.id, &outcome, attempted_at, elapsed)
-            .await
-        {
-            Ok(()) => true,
-            Err(err) => {
-                tracing::warn!(error = %err, dedup_key = %pending.dedup_key, "Cannot record a delivery attempt; will record it again without sending again");
-                unrecorded
-                    .lock()
-                    .insert(pending.id, (outcome, attempted_at, elapsed));
-                false
+        while let Some((ids, outcome)) = attempt.records.first() {
+            match self
+                .store
+                .finish_deliveries(ids, outcome, attempt.attempted_at, attempt.elapsed)
+                .await
+            {
+                Ok(_) => {
+                    attempt.records.remove(0);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, dedup_key = %pending.dedup_key, "Cannot record a delivery attempt; will record it again without sending again");
+                    unrecorded.lock().push(attempt);
+                    return false;
+                }
             }
         }
+        true
     }
 
-    /// One delivery attempt: the outcome, when it started and how long it took.
-    async fn send(&self, pending: &PendingDelivery) -> Unrecorded {
+    /// One delivery attempt of `head` and, if it has a group key, of the other pending rows
+    /// of its receiver and group: the outcome of each row, when it started and how long it
+    /// took.
+    async fn send(&self, head: &PendingDelivery) -> Unrecorded {
         let attempted_at = Timestamp::now();
         let started = Instant::now();
+        let rows = self.members(head).await;
+        let mut records: Vec<(Vec<i64>, DeliveryOutcome)> = Vec::new();
+        let mut sendable: Vec<(&PendingDelivery, Message)> = Vec::new();
+        for row in &rows {
+            match serde_json::from_str::<Message>(&row.message_json) {
+                Ok(message) => sendable.push((row, message)),
+                Err(err) => {
+                    let error = format!("stored message unreadable: {err}");
+                    self.stats.count(&row.receiver, "permanent");
+                    tracing::error!(receiver = %row.receiver, dedup_key = %row.dedup_key, error = %error, "Notification refused by its receiver; not retried");
+                    records.push((vec![row.id], DeliveryOutcome::Permanent { error }));
+                }
+            }
+        }
+        if sendable.is_empty() {
+            return Unrecorded {
+                records,
+                attempted_at,
+                elapsed: started.elapsed(),
+            };
+        }
         // Cloned out so no lock is held across the send.
-        let channel = self.channels.read().get(&pending.receiver).cloned();
-        let result = match (
-            channel,
-            serde_json::from_str::<Message>(&pending.message_json),
-        ) {
-            (None, _) => Err(DeliveryError::Permanent(
+        let channel = self.channels.read().get(&head.receiver).cloned();
+        let messages: Vec<Message> = sendable.iter().map(|(_, m)| m.clone()).collect();
+        let (message, members) = match messages.as_slice() {
+            [one] => (one.clone(), Vec::new()),
+            _ => (group_message(&messages), messages),
+        };
+        let result = match channel {
+            None => Err(DeliveryError::Permanent(
                 "receiver no longer configured".to_owned(),
             )),
-            (_, Err(err)) => Err(DeliveryError::Permanent(format!(
-                "stored message unreadable: {err}"
-            ))),
-            (Some(channel), Ok(message)) => match tokio::time::timeout(
+            Some(channel) => match tokio::time::timeout(
                 self.attempt_timeout,
-                deliver(&channel, &message, &self.http),
+                deliver_group(&channel, &message, &members, &self.http),
             )
             .await
             {
@@ -199,30 +241,138 @@ impl Dispatcher {
             },
         };
         let elapsed = started.elapsed();
-        let outcome = match result {
+        let rows: Vec<&PendingDelivery> = sendable.iter().map(|(row, _)| *row).collect();
+        let grouped = rows.len();
+        match result {
             Ok(()) => {
-                self.stats.count(&pending.receiver, "sent");
-                tracing::info!(receiver = %pending.receiver, dedup_key = %pending.dedup_key, attempts = pending.attempts + 1, "Notification delivered");
-                DeliveryOutcome::Sent
+                for row in &rows {
+                    self.stats.count(&row.receiver, "sent");
+                }
+                tracing::info!(receiver = %head.receiver, dedup_key = %head.dedup_key, id = %message.id, grouped, attempts = head.attempts + 1, "Notification delivered");
+                records.push((rows.iter().map(|r| r.id).collect(), DeliveryOutcome::Sent));
             }
-            Err(DeliveryError::Transient(error)) => {
-                self.stats.count(&pending.receiver, "transient");
-                let retry_at = attempted_at.plus(backoff(pending.attempts));
-                tracing::warn!(receiver = %pending.receiver, dedup_key = %pending.dedup_key, attempts = pending.attempts + 1, error = %error, retry_at = %retry_at, "Notification not delivered; will retry");
-                DeliveryOutcome::Transient { error, retry_at }
+            Err(error) => {
+                let retry_at = attempted_at.plus(backoff(head.attempts));
+                let mut by_outcome: Vec<(Vec<i64>, DeliveryOutcome)> = Vec::new();
+                for row in &rows {
+                    let outcome = after_failure(row, &error, attempted_at, retry_at);
+                    let result = match &outcome {
+                        DeliveryOutcome::Sent => "sent",
+                        DeliveryOutcome::Transient { .. } => "transient",
+                        DeliveryOutcome::Permanent { .. } => "permanent",
+                        DeliveryOutcome::Fallback { .. } => "fallback",
+                    };
+                    // The attempt itself failed, whatever happens to the row next.
+                    if result == "fallback" {
+                        self.stats.count(&row.receiver, error_result(&error));
+                    }
+                    self.stats.count(&row.receiver, result);
+                    match by_outcome.iter_mut().find(|(_, o)| *o == outcome) {
+                        Some((ids, _)) => ids.push(row.id),
+                        None => by_outcome.push((vec![row.id], outcome)),
+                    }
+                }
+                for (ids, outcome) in &by_outcome {
+                    match outcome {
+                        DeliveryOutcome::Transient { error, retry_at } => {
+                            tracing::warn!(receiver = %head.receiver, dedup_key = %head.dedup_key, id = %message.id, grouped, notifications = ids.len(), attempts = head.attempts + 1, error = %error, retry_at = %retry_at, "Notification not delivered; will retry");
+                        }
+                        DeliveryOutcome::Permanent { error } => {
+                            tracing::error!(receiver = %head.receiver, dedup_key = %head.dedup_key, id = %message.id, grouped, notifications = ids.len(), error = %error, "Notification refused by its receiver; not retried");
+                        }
+                        DeliveryOutcome::Fallback { error } => {
+                            let to = rows
+                                .iter()
+                                .find(|r| ids.contains(&r.id))
+                                .and_then(|r| r.fallback.as_ref())
+                                .and_then(|f| f.to.first())
+                                .map(String::as_str)
+                                .unwrap_or("?");
+                            tracing::warn!(receiver = %head.receiver, to = %to, dedup_key = %head.dedup_key, id = %message.id, grouped, notifications = ids.len(), attempts = head.attempts + 1, error = %error, "Notification not delivered; falling back to the next receiver of its route");
+                        }
+                        DeliveryOutcome::Sent => {}
+                    }
+                }
+                records.extend(by_outcome);
             }
-            Err(DeliveryError::Permanent(error)) => {
-                self.stats.count(&pending.receiver, "permanent");
-                tracing::error!(receiver = %pending.receiver, dedup_key = %pending.dedup_key, error = %error, "Notification refused by its receiver; not retried");
-                DeliveryOutcome::Permanent { error }
-            }
+        }
+        Unrecorded {
+            records,
+            attempted_at,
+            elapsed,
+        }
+    }
+
+    /// `head` alone, or every pending row of its receiver and group (`head` among them).
+    async fn members(&self, head: &PendingDelivery) -> Vec<PendingDelivery> {
+        let Some(group) = &head.group_key else {
+            return vec![head.clone()];
         };
-        (outcome, attempted_at, elapsed)
+        match self.store.group_members(&head.receiver, group).await {
+            Ok(rows) if rows.iter().any(|row| row.id == head.id) => rows,
+            Ok(_) => vec![head.clone()],
+            Err(err) => {
+                // Sending the head alone is still correct: the others follow as their own
+                // (smaller) group.
+                tracing::warn!(error = %err, dedup_key = %head.dedup_key, "Cannot read the rest of a notification group; sending this one alone");
+                vec![head.clone()]
+            }
+        }
     }
 }
 
-/// An attempt's outcome, start and duration, kept until the store takes its record.
-type Unrecorded = (DeliveryOutcome, Timestamp, Duration);
+/// What happens to `row` after a failed attempt: handed on to the next receiver of its chain
+/// if its receiver refused it for good, or it has now failed `after_attempts` times, or its
+/// first attempt is at least `after` ago; otherwise retried at `retry_at`, or parked when
+/// refused for good without a chain.
+fn after_failure(
+    row: &PendingDelivery,
+    error: &DeliveryError,
+    attempted_at: Timestamp,
+    retry_at: Timestamp,
+) -> DeliveryOutcome {
+    let (permanent, text) = match error {
+        DeliveryError::Permanent(text) => (true, text.clone()),
+        DeliveryError::Transient(text) => (false, text.clone()),
+    };
+    if let Some(fallback) = row.fallback.as_ref().filter(|f| !f.to.is_empty()) {
+        let failed = row.attempts.saturating_add(1);
+        let first = row.first_attempt_at.unwrap_or(attempted_at);
+        let waited = Duration::from_millis(attempted_at.millis_since(first));
+        if permanent || failed >= fallback.after_attempts || waited >= fallback.after {
+            return DeliveryOutcome::Fallback { error: text };
+        }
+    }
+    if permanent {
+        DeliveryOutcome::Permanent { error: text }
+    } else {
+        DeliveryOutcome::Transient {
+            error: text,
+            retry_at,
+        }
+    }
+}
+
+fn error_result(error: &DeliveryError) -> &'static str {
+    match error {
+        DeliveryError::Permanent(_) => "permanent",
+        DeliveryError::Transient(_) => "transient",
+    }
+}
+
+/// An attempt's outcomes (each with the rows it applies to), start and duration, kept until
+/// the store takes every record.
+struct Unrecorded {
+    records: Vec<(Vec<i64>, DeliveryOutcome)>,
+    attempted_at: Timestamp,
+    elapsed: Duration,
+}
+
+impl Unrecorded {
+    fn covers(&self, id: i64) -> bool {
+        self.records.iter().any(|(ids, _)| ids.contains(&id))
+    }
+}
 
 /// Capped exponential backoff with ±20% jitter, so receivers recovering from an outage are
 /// not hit by every tenantwatch retry at the same instant.
@@ -244,7 +394,77 @@ async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) -> bo
 
 #[cfg(test)]
 mod tests {
+    use tw_store::Fallback;
+
     use super::*;
+
+    fn row(attempts: u32, first_attempt_at: Option<i64>, chain: &[&str]) -> PendingDelivery {
+        PendingDelivery {
+            id: 1,
+            dedup_key: "k/signal".into(),
+            receiver: "signal".into(),
+            message_json: "{}".into(),
+            attempts,
+            created_at: Timestamp(0),
+            expires_at: Timestamp(86_400_000),
+            group_key: None,
+            fallback: (!chain.is_empty()).then(|| Fallback {
+                to: chain.iter().map(|s| (*s).to_owned()).collect(),
+                after_attempts: 3,
+                after: Duration::from_secs(300),
+            }),
+            first_attempt_at: first_attempt_at.map(Timestamp),
+        }
+    }
+
+    fn kind(outcome: &DeliveryOutcome) -> &'static str {
+        match outcome {
+            DeliveryOutcome::Sent => "sent",
+            DeliveryOutcome::Transient { .. } => "transient",
+            DeliveryOutcome::Permanent { .. } => "permanent",
+            DeliveryOutcome::Fallback { .. } => "fallback",
+        }
+    }
+
+    #[test]
+    fn a_failing_receiver_is_given_up_after_attempts_or_time_or_a_refusal() {
+        let transient = DeliveryError::Transient("503".into());
+        let refused = DeliveryError::Permanent("400 captcha".into());
+        let at = Timestamp(1_000_000);
+        let retry = Timestamp(1_002_000);
+        let cases: [(PendingDelivery, &DeliveryError, &str); 8] = [
+            // First and second failures are retried; the third hands on (3 attempts).
+            (row(0, None, &["sms"]), &transient, "transient"),
+            (row(1, Some(999_000), &["sms"]), &transient, "transient"),
+            (row(2, Some(998_000), &["sms"]), &transient, "fallback"),
+            // Five minutes since the first attempt hand on even after one failure.
+            (
+                row(1, Some(1_000_000 - 300_000), &["sms"]),
+                &transient,
+                "fallback",
+            ),
+            (
+                row(1, Some(1_000_000 - 299_999), &["sms"]),
+                &transient,
+                "transient",
+            ),
+            // A refusal hands on at once.
+            (row(0, None, &["sms"]), &refused, "fallback"),
+            // Without a chain: retried until expiry, parked when refused.
+            (row(40, Some(0), &[]), &transient, "transient"),
+            (row(0, None, &[]), &refused, "permanent"),
+        ];
+        for (index, (row, error, expected)) in cases.iter().enumerate() {
+            let outcome = after_failure(row, error, at, retry);
+            assert_eq!(kind(&outcome), *expected, "case {index}");
+        }
+        match after_failure(&row(0, None, &[]), &transient, at, retry) {
+            DeliveryOutcome::Transient { retry_at, error } => {
+                assert_eq!((retry_at, error.as_str()), (retry, "503"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {

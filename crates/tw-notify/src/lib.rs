@@ -17,6 +17,7 @@ mod channel;
 mod dispatcher;
 mod email;
 mod error;
+mod group;
 mod http;
 mod matrix;
 mod ntfy;
@@ -34,6 +35,7 @@ pub use channel::{Channel, EmailTls};
 pub use dispatcher::{DispatchStats, Dispatcher};
 pub use email::SMTP_TIMEOUT;
 pub use error::{ClientBuildError, DeliveryError};
+pub use group::group_message;
 pub use http::http_client;
 
 /// One alert event, rendered once by the evaluator and delivered unchanged to every receiver.
@@ -98,12 +100,35 @@ pub async fn deliver_with_smtp_timeout(
     http: &reqwest::Client,
     smtp_timeout: Duration,
 ) -> Result<(), DeliveryError> {
+    deliver_inner(channel, message, &[], http, smtp_timeout).await
+}
+
+/// Makes one delivery attempt of a group: `summary` (from [`group_message`]) standing for
+/// `members`. Text channels send the summary; the webhook adds the members as `alerts`, and
+/// Alertmanager receives the members themselves (it groups on its own). With no members this
+/// is [`deliver`].
+pub async fn deliver_group(
+    channel: &Channel,
+    summary: &Message,
+    members: &[Message],
+    http: &reqwest::Client,
+) -> Result<(), DeliveryError> {
+    deliver_inner(channel, summary, members, http, SMTP_TIMEOUT).await
+}
+
+async fn deliver_inner(
+    channel: &Channel,
+    message: &Message,
+    members: &[Message],
+    http: &reqwest::Client,
+    smtp_timeout: Duration,
+) -> Result<(), DeliveryError> {
     let result = match channel {
         Channel::Webhook { url, secret } => {
-            webhook::send(http, url, secret.as_ref(), message).await
+            webhook::send(http, url, secret.as_ref(), message, members).await
         }
         Channel::Ntfy { url, token } => ntfy::send(http, url, token.as_ref(), message).await,
-        Channel::Alertmanager { url } => alertmanager::send(http, url, message).await,
+        Channel::Alertmanager { url } => alertmanager::send(http, url, message, members).await,
         Channel::Signal {
             url,
             number,

@@ -30,6 +30,11 @@
 //! | `since` | string | RFC 3339 UTC time the condition began. |
 //! | `at` | string | RFC 3339 UTC time of this event (for `resolved`: when it resolved). |
 //! | `link` | string or null | Status page URL, when configured. |
+//! | `alerts` | array | Only when `kind` is `group`: one object per alert of the group, each with the fields above except `version` and `alerts`. |
+//!
+//! A group (several alerts of one tenant within the group window) has `kind` `group`,
+//! `check` `group`, the worst `severity` and `status` of its alerts, and its own `id`, which
+//! is the same on every retry of the same alerts.
 //!
 //! # Verifying
 //!
@@ -74,6 +79,48 @@ struct Payload<'a> {
     since: String,
     at: String,
     link: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    alerts: Vec<Member<'a>>,
+}
+
+/// One alert of a group: the fields of [`Payload`] but `version` and `alerts`.
+#[derive(Serialize)]
+struct Member<'a> {
+    id: &'a str,
+    kind: &'a str,
+    severity: &'a str,
+    tenant: &'a str,
+    check: &'a str,
+    target: &'a str,
+    status: &'a str,
+    reason: &'a str,
+    title: &'a str,
+    short: &'a str,
+    body: &'a str,
+    since: String,
+    at: String,
+    link: Option<&'a str>,
+}
+
+impl<'a> Member<'a> {
+    fn of(message: &'a Message) -> Member<'a> {
+        Member {
+            id: &message.id,
+            kind: &message.kind,
+            severity: &message.severity,
+            tenant: &message.tenant,
+            check: &message.check,
+            target: &message.target,
+            status: &message.status,
+            reason: &message.reason,
+            title: &message.title,
+            short: &message.short,
+            body: &message.body,
+            since: message.since.to_string(),
+            at: message.at.to_string(),
+            link: message.link.as_deref(),
+        }
+    }
 }
 
 pub(crate) async fn send(
@@ -81,9 +128,10 @@ pub(crate) async fn send(
     url: &str,
     secret: Option<&Secret>,
     message: &Message,
+    members: &[Message],
 ) -> Result<(), DeliveryError> {
     let what = describe("webhook", url);
-    let body = payload(message)?;
+    let body = payload(message, members)?;
     // The send time, not the event time: a retry hours later must still pass a receiver's
     // freshness check, and the signature binds the two together.
     let timestamp = Timestamp::now().as_millis().div_euclid(1000);
@@ -102,7 +150,7 @@ pub(crate) async fn send(
 }
 
 /// The serialized body, exactly the bytes that are signed and sent.
-fn payload(message: &Message) -> Result<Vec<u8>, DeliveryError> {
+fn payload(message: &Message, members: &[Message]) -> Result<Vec<u8>, DeliveryError> {
     let payload = Payload {
         version: SCHEMA_VERSION,
         id: &message.id,
@@ -119,6 +167,7 @@ fn payload(message: &Message) -> Result<Vec<u8>, DeliveryError> {
         since: message.since.to_string(),
         at: message.at.to_string(),
         link: message.link.as_deref(),
+        alerts: members.iter().map(Member::of).collect(),
     };
     serde_json::to_vec(&payload)
         .map_err(|err| DeliveryError::Permanent(format!("webhook payload: {err}")))
