@@ -193,7 +193,8 @@ struct Notification {
     check: String,
     target: String,
     title: String,
-    /// `sent`, `pending`, `failed` or `expired`.
+    /// `sent`, `pending`, `failed`, `expired`, or `fallback` (handed on to the next receiver
+    /// of its route).
     state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     delivered_at: Option<String>,
@@ -389,6 +390,15 @@ pub(crate) fn build(input: Input) -> Report {
             ("sent", Some(at)) => format!("delivered {at}"),
             ("pending", _) if record.attempts.is_empty() => "not attempted yet".to_owned(),
             ("pending", _) => format!("retrying after {} attempts", record.attempts.len()),
+            // The route's next receiver got its own row, which is in the report too.
+            ("fallback", _) => format!(
+                "handed on to the next receiver of its route{}",
+                record
+                    .last_error
+                    .as_deref()
+                    .map(|error| format!(" after: {error}"))
+                    .unwrap_or_default()
+            ),
             (state, _) => format!(
                 "{state}{}",
                 record
@@ -1437,13 +1447,19 @@ mod tests {
             ),
             record("contoso", "sms", "failed", vec![attempt("permanent", 1)]),
             record("fabrikam", "hook", "sent", vec![attempt("sent", 1)]),
+            record("contoso", "pager", "fallback", vec![attempt("fallback", 2)]),
         ];
         let report = build(data);
-        assert_eq!(report.notifications.len(), 2, "fabrikam's is not ours");
+        assert_eq!(report.notifications.len(), 3, "fabrikam's is not ours");
+        assert_eq!(
+            report.timeline[3].delivery.as_deref(),
+            Some("handed on to the next receiver of its route")
+        );
         assert_eq!(
             events(&report),
             [
                 ("detected", "smtp_rcpt", 1),
+                ("notified", "smtp_rcpt", 2),
                 ("notified", "smtp_rcpt", 2),
                 ("notified", "smtp_rcpt", 2)
             ]

@@ -138,7 +138,8 @@ pub struct NotificationRecord {
     pub receiver: String,
     /// The rendered message (tw-notify's `Message` as JSON); opaque to the store.
     pub message_json: String,
-    /// `pending`, `sent`, `failed` or `expired`.
+    /// `pending`, `sent`, `failed`, `expired` or `fallback` (handed on to the next receiver
+    /// of its route).
     pub state: String,
     pub created_at: Timestamp,
     /// When it was sent, refused for good or parked as expired.
@@ -150,7 +151,7 @@ pub struct NotificationRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryAttempt {
     pub attempted_at: Timestamp,
-    /// `sent`, `transient`, `permanent` or `expired`.
+    /// `sent`, `transient`, `permanent`, `expired` or `fallback`.
     pub outcome: String,
     pub error: Option<String>,
     pub duration: Duration,
