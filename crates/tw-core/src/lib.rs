@@ -14,9 +14,9 @@ pub mod config;
 
 pub use names::{CheckKind, DomainName, EmailAddress, NameError, TenantName};
 pub use observation::{
-    Direction, DnsEvidence, DnsFinding, DsnEvidence, Evidence, HttpEvidence, HttpExchange,
-    MailflowEvidence, Observation, RcptVerdict, Reason, RecordSet, SmtpEvidence, Status,
-    TlsEvidence, TranscriptLine, EVIDENCE_VERSION, REMEMBERED_FACTS,
+    ArrivalEvidence, Direction, DnsEvidence, DnsFinding, DsnEvidence, Evidence, HttpEvidence,
+    HttpExchange, MailflowEvidence, Observation, RcptVerdict, Reason, RecordSet, SmtpEvidence,
+    Status, TlsEvidence, TranscriptLine, EVIDENCE_VERSION, REMEMBERED_FACTS,
 };
 pub use secret::Secret;
 pub use time::Timestamp;

@@ -203,6 +203,8 @@ reasons! {
     MailFailed => "mail_failed", Warning, "a DSN reports a permanent failure on the recipient's side that does not say the recipient is gone (mailbox full or disabled, routing loop, message expired in the queue)";
     BounceInconclusive => "bounce_inconclusive", Unknown, "a DSN reports a failure for a reason on the sending side or in policy (5.7.x, 5.5.x, 5.6.x, a sender or syntax status): it does not tell whether the mailbox works";
     RelayFailed => "relay_failed", Unknown, "the submission relay could not be reached or did not take the probe message (connect, TLS, AUTH, MAIL, RCPT or DATA)";
+    MailArrived => "mail_arrived", Ok, "no DSN came back and Graph found the probe message in the recipient's mailbox";
+    MailNotArrived => "mail_not_arrived", Critical, "no DSN came back, but Graph did not find the probe message in the recipient's mailbox within the wait";
     MailboxUnreadable => "mailbox_unreadable", Unknown, "the bounce mailbox could not be read over IMAP (connect, TLS, login or folder)";
 }
 
@@ -328,6 +330,24 @@ pub struct MailflowEvidence {
     pub deleted: Vec<String>,
     /// One human line per noteworthy thing (a DSN for another probe, a clean-up failure).
     pub findings: Vec<String>,
+    /// Arrival confirmed through Graph, for tenants with the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival: Option<ArrivalEvidence>,
+}
+
+/// What Graph said about the probe message in the recipient's mailbox.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ArrivalEvidence {
+    /// Whether the message was found.
+    pub found: bool,
+    /// Its `receivedDateTime`.
+    pub received_at: Option<Timestamp>,
+    /// From the relay's acceptance to `receivedDateTime`: the end-to-end latency.
+    pub latency_ms: Option<u64>,
+    /// Whether the probe message was deleted afterwards.
+    pub deleted: bool,
+    /// The Graph requests (lookups and the delete), with their request ids.
+    pub exchanges: Vec<HttpExchange>,
 }
 
 /// The per-recipient fields of a delivery status notification (RFC 3464), as written.
@@ -456,6 +476,7 @@ mod tests {
                 "licence_lapsed",
                 "no_admin",
                 "mail_bounced",
+                "mail_not_arrived",
             ]
         );
     }

@@ -12,12 +12,14 @@ mod client;
 mod health;
 mod identity;
 mod licence;
+mod mail;
 
 pub use admins::{admins, GLOBAL_ADMINISTRATOR_ROLE};
 pub use client::{Call, GraphClient, GraphError, DEFAULT_REQUEST_BUDGET};
 pub use health::{health, OPERATIONAL_STATUSES, WATCHED_SERVICES};
 pub use identity::{identity, USER_SELECT};
 pub use licence::{licence, MAILBOX_PLANS};
+pub use mail::{delete_message, find_message, FoundMessage};
 
 use tw_core::{HttpEvidence, Reason, Status};
 

@@ -7,8 +7,11 @@
 //! same tenant carries the classified verdict. That way one revoked consent is one critical
 //! alert, not five.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
-use tw_core::{CheckKind, HttpEvidence, Reason, Timestamp};
+use tw_core::{ArrivalEvidence, CheckKind, EmailAddress, HttpEvidence, Reason, Timestamp};
+use tw_entra::graph::{Call, GraphError};
 use tw_entra::token::AccessToken;
 use tw_entra::{discovery, graph, realm, signin, Outcome};
 
@@ -216,4 +219,130 @@ fn no_app(job: &Job, target: &str) -> Outcome {
 fn mismatched(job: &Job) -> Vec<Outcome> {
     tracing::error!(check = %job.check, subject = ?job.subject, "No HTTP probe for this check and subject");
     Vec::new()
+}
+
+/// How often the mailbox is asked for the probe message while it has not arrived.
+const ARRIVAL_POLL: Duration = Duration::from_secs(2);
+
+/// The mailflow check's second way to learn a message's fate: with the tenant's app, look
+/// for the probe message in the recipient's mailbox through Graph, measure the end-to-end
+/// latency and delete it. Only when no DSN decided already (`no_bounce`); without an app the
+/// check stays in bounce-only mode. A Graph failure leaves `no_bounce` standing, with a
+/// finding: the bounce mailbox said nothing, and Graph could not tell.
+pub(crate) async fn confirm_arrival(
+    job: &Job,
+    clients: &Clients,
+    memory: &ProbeMemory,
+    to: &EmailAddress,
+    outcome: &mut tw_mailflow::Outcome,
+    deadline: Instant,
+) {
+    if outcome.reason != Reason::NoBounce || clients.entra.app(&job.tenant).is_none() {
+        return;
+    }
+    let mut arrival = ArrivalEvidence::default();
+    let token = match token(job, clients, deadline).await {
+        Ok(token) => token,
+        Err(outcomes) => {
+            if let Some(failed) = outcomes.into_iter().next() {
+                arrival.exchanges = failed.evidence.exchanges;
+                outcome
+                    .evidence
+                    .findings
+                    .push(format!("arrival not checked: {}", failed.summary));
+            }
+            outcome.evidence.arrival = Some(arrival);
+            return;
+        }
+    };
+    let target = to.to_string();
+    let user = memory
+        .fact(
+            job.tenant.as_str(),
+            CheckKind::Identity,
+            &target,
+            "object_id",
+        )
+        .unwrap_or_else(|| target.clone());
+    let call = Call {
+        token: &token.value,
+        tenant: job.context.login_name(),
+        deadline,
+    };
+    let message_id = outcome.evidence.message_id.clone();
+    let mut evidence = HttpEvidence::default();
+    let found = loop {
+        match graph::find_message(
+            &clients.entra.graph,
+            call,
+            &user,
+            &message_id,
+            &mut evidence,
+        )
+        .await
+        {
+            Ok(Some(found)) => break Some(found),
+            Ok(None) if Instant::now() + ARRIVAL_POLL + Duration::from_secs(1) < deadline => {
+                tokio::time::sleep(ARRIVAL_POLL).await;
+            }
+            Ok(None) => break None,
+            Err(GraphError::NotFound { code: Some(code) })
+                if code == "MailboxNotEnabledForRESTAPI" =>
+            {
+                arrival.exchanges = evidence.exchanges;
+                outcome.evidence.arrival = Some(arrival);
+                outcome.reason = Reason::MailNotArrived;
+                outcome.summary = format!(
+                    "no DSN came back, and Graph says {target} has no active Exchange Online mailbox (MailboxNotEnabledForRESTAPI: inactive, soft-deleted or on-premises)"
+                );
+                return;
+            }
+            Err(err) => {
+                arrival.exchanges = evidence.exchanges;
+                outcome.evidence.arrival = Some(arrival);
+                outcome
+                    .evidence
+                    .findings
+                    .push(format!("arrival not confirmed through Graph: {err}"));
+                return;
+            }
+        }
+    };
+    match found {
+        Some(found) => {
+            let sent = outcome.evidence.sent_at;
+            arrival.found = true;
+            arrival.received_at = found.received;
+            arrival.latency_ms = match (sent, found.received) {
+                (Some(sent), Some(received)) => Some(received.millis_since(sent)),
+                _ => None,
+            };
+            match graph::delete_message(&clients.entra.graph, call, &user, &found.id, &mut evidence)
+                .await
+            {
+                Ok(()) => arrival.deleted = true,
+                Err(err) => outcome
+                    .evidence
+                    .findings
+                    .push(format!("the probe message could not be deleted: {err}")),
+            }
+            let latency = arrival
+                .latency_ms
+                .map(|ms| format!(" after {:.1} s", ms as f64 / 1000.0))
+                .unwrap_or_default();
+            outcome.reason = Reason::MailArrived;
+            outcome.summary = format!(
+                "no DSN, and the probe message arrived in {target}'s mailbox{latency}{}",
+                if arrival.deleted { "; deleted" } else { "" }
+            );
+        }
+        None => {
+            outcome.reason = Reason::MailNotArrived;
+            outcome.summary = format!(
+                "no DSN came back, but the probe message ({message_id}) is not in {target}'s mailbox"
+            );
+        }
+    }
+    arrival.exchanges = evidence.exchanges;
+    outcome.evidence.arrival = Some(arrival);
 }

@@ -301,11 +301,14 @@ pub async fn run_job(
                 Some(mailflow) => {
                     // Each run holds an IMAP session on the bounce mailbox for its whole wait;
                     // IMAP servers cap sessions per user (Dovecot: 10), so runs share it in turn.
-                    let _permit = clients
+                    let permit = clients
                         .destinations
                         .acquire(&format!("imap:{}", mailflow.config.imap_host))
                         .await;
-                    let outcome = tw_mailflow::run(&mailflow.config, &mailflow.clients, &job.tenant, to, deadline).await;
+                    let mut outcome = tw_mailflow::run(&mailflow.config, &mailflow.clients, &job.tenant, to, deadline).await;
+                    // The Graph lookup needs no IMAP session.
+                    drop(permit);
+                    entra::confirm_arrival(job, clients, memory, to, &mut outcome, deadline).await;
                     vec![observation(outcome.target, outcome.reason, outcome.summary, Evidence::Mailflow(Box::new(outcome.evidence)))]
                 }
                 // `plan` only makes mailflow jobs when [mailflow] exists, and Clients is

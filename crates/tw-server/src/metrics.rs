@@ -35,6 +35,8 @@ pub struct Metrics {
     global_admins: IntGaugeVec,
     service_health: IntGaugeVec,
     expiry_days: IntGaugeVec,
+    mailflow_latency: prometheus::Histogram,
+    mailflow_last_latency: GaugeVec,
     probe_duration: HistogramVec,
     probe_runs: IntCounterVec,
     lateness: HistogramVec,
@@ -142,6 +144,20 @@ impl Metrics {
             ),
             target_labels,
         )?;
+        let mailflow_latency = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "tenantwatch_mailflow_latency_seconds",
+                "End-to-end latency of mailflow probe messages: relay acceptance to receivedDateTime in the recipient's mailbox (Graph)",
+            )
+            .buckets(vec![1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+        )?;
+        let mailflow_last_latency = GaugeVec::new(
+            Opts::new(
+                "tenantwatch_mailflow_last_latency_seconds",
+                "Latency of the latest mailflow probe message that arrived, per recipient",
+            ),
+            &["tenant", "target"],
+        )?;
         let probe_duration = HistogramVec::new(
             HistogramOpts::new(
                 "tenantwatch_probe_duration_seconds",
@@ -247,6 +263,8 @@ impl Metrics {
         registry.register(Box::new(global_admins.clone()))?;
         registry.register(Box::new(service_health.clone()))?;
         registry.register(Box::new(expiry_days.clone()))?;
+        registry.register(Box::new(mailflow_latency.clone()))?;
+        registry.register(Box::new(mailflow_last_latency.clone()))?;
         registry.register(Box::new(probe_duration.clone()))?;
         registry.register(Box::new(probe_runs.clone()))?;
         registry.register(Box::new(lateness.clone()))?;
@@ -291,6 +309,8 @@ impl Metrics {
             global_admins,
             service_health,
             expiry_days,
+            mailflow_latency,
+            mailflow_last_latency,
             probe_duration,
             probe_runs,
             lateness,
@@ -354,6 +374,15 @@ impl Metrics {
 
         if let Evidence::Http(evidence) = &observation.evidence {
             self.observe_http_facts(observation, &evidence.facts);
+        }
+        if let Evidence::Mailflow(evidence) = &observation.evidence {
+            if let Some(ms) = evidence.arrival.as_ref().and_then(|a| a.latency_ms) {
+                let seconds = ms as f64 / 1000.0;
+                self.mailflow_latency.observe(seconds);
+                self.mailflow_last_latency
+                    .with_label_values(&[tenant, target])
+                    .set(seconds);
+            }
         }
         if let Evidence::SmtpRcpt(evidence) = &observation.evidence {
             let code = evidence
@@ -487,6 +516,11 @@ impl Metrics {
                 .smtp_reply_code
                 .remove_label_values(&[tenant.as_str(), target.as_str()]);
             let _ = self.expiry_days.remove_label_values(&labels);
+            if check == CheckKind::Mailflow.as_str() {
+                let _ = self
+                    .mailflow_last_latency
+                    .remove_label_values(&[tenant.as_str(), target.as_str()]);
+            }
             if check == CheckKind::Admins.as_str() {
                 let _ = self.global_admins.remove_label_values(&[tenant.as_str()]);
             }

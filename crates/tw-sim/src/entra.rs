@@ -302,6 +302,56 @@ impl EntraSim {
         directory.users.push(user);
     }
 
+    /// A message arrives in the mailbox of the user whose UPN or proxy address is `recipient`
+    /// (what Exchange Online does after accepting mail). Returns false, storing nothing, when
+    /// no such user exists or it has no working Exchange mailbox plan: then Exchange would
+    /// have bounced it (see `RcptBehaviour::AcceptThenBounce` on the SMTP side).
+    pub fn deliver_message(
+        &self,
+        tenant_id: &str,
+        recipient: &str,
+        internet_message_id: &str,
+        subject: &str,
+    ) -> bool {
+        let mut state = self.shared.state.lock();
+        let directory = state.directory_mut(tenant_id);
+        let Some(user) = directory
+            .users
+            .iter()
+            .find(|user| graph::user_has_address(user, recipient))
+        else {
+            return false;
+        };
+        if !graph::has_mailbox(user) {
+            return false;
+        }
+        let message = state::SimMessage {
+            id: format!("AAMkAG{}=", stamp::guid().replace('-', "")),
+            user_id: user.id.to_ascii_lowercase(),
+            internet_message_id: internet_message_id.to_owned(),
+            subject: subject.to_owned(),
+            received: stamp::Utc::now().rfc3339(),
+        };
+        directory.messages.push(message);
+        true
+    }
+
+    /// The internet message ids in a user's mailbox (by object id), oldest first.
+    pub fn mailbox(&self, tenant_id: &str, user_id: &str) -> Vec<String> {
+        let state = self.shared.state.lock();
+        state
+            .directory(tenant_id)
+            .map(|directory| {
+                directory
+                    .messages
+                    .iter()
+                    .filter(|m| m.user_id.eq_ignore_ascii_case(user_id))
+                    .map(|m| m.internet_message_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Soft delete now: the user moves into deleted items with a mangled UPN.
     pub fn delete_user(&self, tenant_id: &str, user_id: &str) {
         self.delete_user_at(tenant_id, user_id, &stamp::Utc::now().rfc3339());

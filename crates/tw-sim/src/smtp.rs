@@ -58,6 +58,31 @@ pub enum RcptBehaviour {
     AcceptThenBounce,
 }
 
+impl ReceivedMessage {
+    /// The first value of header `name` (case-insensitive), unfolded and trimmed.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.data.split("\r\n\r\n").next().unwrap_or_default();
+        let mut value: Option<String> = None;
+        for line in head.split("\r\n") {
+            match &mut value {
+                Some(found) if line.starts_with([' ', '\t']) => found.push_str(line),
+                Some(_) => break,
+                None => {
+                    if let Some((key, rest)) = line.split_once(':') {
+                        if key.eq_ignore_ascii_case(name) {
+                            value = Some(rest.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        value.map(|v| v.trim().to_owned())
+    }
+}
+
+/// See [`SmtpSim::set_delivery_hook`]: the message and the recipients it reached.
+pub type DeliveryHook = std::sync::Arc<dyn Fn(&ReceivedMessage, &[String]) + Send + Sync>;
+
 /// A message the simulator took at DATA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
@@ -143,6 +168,7 @@ struct Shared {
     auth: Mutex<Option<(String, String)>>,
     bounce_maildir: Mutex<Option<PathBuf>>,
     messages: Mutex<Vec<ReceivedMessage>>,
+    delivery_hook: Mutex<Option<DeliveryHook>>,
 }
 
 impl SmtpSim {
@@ -189,6 +215,7 @@ impl SmtpSim {
             implicit_tls,
             auth: Mutex::new(None),
             bounce_maildir: Mutex::new(None),
+            delivery_hook: Mutex::new(None),
             messages: Mutex::new(Vec::new()),
         });
         let tracker = TaskTracker::new();
@@ -249,6 +276,13 @@ impl SmtpSim {
     /// of the envelope sender's mailbox. Without one they are dropped.
     pub fn set_bounce_maildir(&self, maildir: Option<PathBuf>) {
         *self.shared.bounce_maildir.lock() = maildir;
+    }
+
+    /// Called for every message taken at DATA with the recipients it was delivered to (not
+    /// those bounced): lets a test or the demo put it into the Entra simulator's mailboxes,
+    /// where the mailflow check looks for it through Graph.
+    pub fn set_delivery_hook(&self, hook: Option<DeliveryHook>) {
+        *self.shared.delivery_hook.lock() = hook;
     }
 
     /// Every message taken at DATA, in order.
@@ -765,13 +799,23 @@ impl<'a> Session<'a> {
                 }
             }
         }
-        self.shared.messages.lock().push(ReceivedMessage {
+        let delivered: Vec<String> = recipients
+            .iter()
+            .filter(|(_, bounce)| !*bounce)
+            .map(|(address, _)| address.clone())
+            .collect();
+        let message = ReceivedMessage {
             mail_from: std::mem::take(&mut self.mail_from),
             recipients: recipients.into_iter().map(|(address, _)| address).collect(),
             data,
             authenticated_as: self.authenticated.clone(),
             bounces,
-        });
+        };
+        let hook = self.shared.delivery_hook.lock().clone();
+        if let Some(hook) = hook {
+            hook(&message, &delivered);
+        }
+        self.shared.messages.lock().push(message);
         self.reset();
         format!(
             "250 2.6.0 <{:016X}@{}> [InternalId={}, Hostname={}] Queued mail for delivery",

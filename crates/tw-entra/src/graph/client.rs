@@ -304,6 +304,35 @@ impl GraphClient {
         eventual: bool,
         evidence: &mut HttpEvidence,
     ) -> Result<Reply, GraphError> {
+        self.send(reqwest::Method::GET, call, url, eventual, evidence)
+            .await
+    }
+
+    /// DELETE `path` (a probe message after its arrival was confirmed), with the same retries.
+    pub async fn delete(
+        &self,
+        call: Call<'_>,
+        path: &str,
+        evidence: &mut HttpEvidence,
+    ) -> Result<Reply, GraphError> {
+        self.send(
+            reqwest::Method::DELETE,
+            call,
+            &self.url(path),
+            false,
+            evidence,
+        )
+        .await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        call: Call<'_>,
+        url: &str,
+        eventual: bool,
+        evidence: &mut HttpEvidence,
+    ) -> Result<Reply, GraphError> {
         let semaphore = self.semaphore(call.tenant);
         let mut retries = 0u32;
         let mut backoff = BACKOFF_START;
@@ -329,13 +358,14 @@ impl GraphClient {
                 };
             let mut request = self
                 .http
-                .get(url)
+                .request(method.clone(), url)
                 .bearer_auth(call.token.expose())
                 .header(ACCEPT, "application/json");
             if eventual {
                 request = request.header("ConsistencyLevel", "eventual");
             }
-            let (record, result) = http::exchange(request, "GET", url, call.deadline).await;
+            let (record, result) =
+                http::exchange(request, method.as_str(), url, call.deadline).await;
             drop(permit);
             let code = record.error_code.clone();
             let transport_error = record.error.clone();

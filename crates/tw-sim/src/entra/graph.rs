@@ -41,6 +41,25 @@ pub(super) async fn handle(shared: &Shared, request: Request) -> Handled {
         https::header_text(request.headers(), "consistencylevel")
             .is_some_and(|level| level.eq_ignore_ascii_case("eventual")),
     );
+    if request.method() == Method::DELETE {
+        let response = match delete_message(shared, &tenant_id, &path) {
+            Ok(()) => {
+                let mut response = Response::new(axum::body::Body::empty());
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                ids(
+                    &mut response,
+                    &stamp::guid(),
+                    &https::client_request_id(cri),
+                );
+                response
+            }
+            Err(failure) => failure.answer(cri),
+        };
+        return Handled {
+            response,
+            authorized: true,
+        };
+    }
     let response = {
         let state = shared.state.lock();
         let empty = Directory::default();
@@ -89,6 +108,8 @@ enum Failure {
     Denied,
     Method,
     NotFound(String),
+    /// A user without an (active) Exchange Online mailbox, on a mail endpoint.
+    NoMailbox,
     UnsupportedQuery(&'static str),
     BadRequest(String),
 }
@@ -114,6 +135,12 @@ impl Failure {
                 &format!(
                     "Resource '{key}' does not exist or one of its queried reference-property objects are not present."
                 ),
+                cri,
+            ),
+            Failure::NoMailbox => error(
+                StatusCode::NOT_FOUND,
+                "MailboxNotEnabledForRESTAPI",
+                "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
                 cri,
             ),
             Failure::UnsupportedQuery(message) => error(
@@ -210,6 +237,7 @@ impl Read<'_> {
             ["users", key] => self.user(key),
             [single] if single.starts_with("users(") => self.user(single),
             ["users", key, "licenseDetails"] => self.license_details(key),
+            ["users", key, "messages"] => self.messages(key),
             ["directory", "deletedItems"] => Err(Failure::UnsupportedQuery(
                 "Searches against this resource are not supported.",
             )),
@@ -410,6 +438,53 @@ impl Read<'_> {
             None => "users".to_owned(),
         };
         self.collection(&context, items)
+    }
+
+    /// `GET /users/{id}/messages?$filter=internetMessageId eq '<…>'`: the probe's lookup.
+    fn messages(&self, key: &str) -> Result<Value, Failure> {
+        let user = self
+            .find_user(key)
+            .ok_or_else(|| Failure::NotFound(key.to_owned()))?;
+        if !has_mailbox(user) {
+            return Err(Failure::NoMailbox);
+        }
+        let wanted = match &self.query.filter {
+            None => None,
+            Some(filter) => {
+                let (field, value) = filter.split_once(" eq ").ok_or(Failure::BadRequest(
+                    "The simulator filters messages on internetMessageId only.".to_owned(),
+                ))?;
+                if !field.trim().eq_ignore_ascii_case("internetMessageId") {
+                    return Err(Failure::BadRequest(
+                        "The simulator filters messages on internetMessageId only.".to_owned(),
+                    ));
+                }
+                Some(
+                    odata_string(value.trim())
+                        .ok_or(Failure::BadRequest("Invalid filter value.".to_owned()))?,
+                )
+            }
+        };
+        let items = self
+            .directory
+            .messages
+            .iter()
+            .filter(|m| m.user_id.eq_ignore_ascii_case(&user.id))
+            .filter(|m| wanted.as_deref().is_none_or(|w| w == m.internet_message_id))
+            .map(|m| {
+                self.select(
+                    json!({
+                        "@odata.etag": format!("W/\"{}\"", m.id),
+                        "id": m.id,
+                        "subject": m.subject,
+                        "internetMessageId": m.internet_message_id,
+                        "receivedDateTime": m.received,
+                    }),
+                    &["id", "subject", "internetMessageId", "receivedDateTime"],
+                )
+            })
+            .collect();
+        self.collection(&format!("users('{}')/messages", user.id), items)
     }
 
     fn sku_status(&self, sku_id: &str) -> String {
@@ -798,6 +873,77 @@ fn role_filter(filter: &str) -> Option<String> {
         return None;
     }
     odata_string(value.trim())
+}
+
+/// `DELETE /v1.0/users/{key}/messages/{id}`: 204, or 404 `ErrorItemNotFound`.
+fn delete_message(shared: &Shared, tenant_id: &str, path: &str) -> Result<(), Failure> {
+    let decoded = stamp::percent_decode(path);
+    let segments: Vec<&str> = decoded
+        .strip_prefix("/v1.0/")
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .split('/')
+        .collect();
+    let ["users", key, "messages", id] = segments.as_slice() else {
+        return Err(Failure::Method);
+    };
+    let mut state = shared.state.lock();
+    let directory = state.directory_mut(tenant_id);
+    if directory
+        .denied
+        .iter()
+        .any(|fragment| path.contains(fragment.as_str()))
+    {
+        return Err(Failure::Denied);
+    }
+    let user_id = directory
+        .users
+        .iter()
+        .find(|user| {
+            user.id.eq_ignore_ascii_case(key) || user.user_principal_name.eq_ignore_ascii_case(key)
+        })
+        .map(|user| user.id.clone())
+        .ok_or_else(|| Failure::NotFound((*key).to_owned()))?;
+    let before = directory.messages.len();
+    directory
+        .messages
+        .retain(|m| !(m.id == *id && m.user_id.eq_ignore_ascii_case(&user_id)));
+    if directory.messages.len() == before {
+        return Err(Failure::NotFound((*id).to_owned()));
+    }
+    Ok(())
+}
+
+/// Whether `address` (any case, `smtp:` prefix or not) is the user's UPN, mail or a proxy
+/// address.
+pub(super) fn user_has_address(user: &SimUser, address: &str) -> bool {
+    let address = address.trim().to_ascii_lowercase();
+    user.user_principal_name.eq_ignore_ascii_case(&address)
+        || user
+            .mail
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(&address))
+        || user.proxy_addresses.iter().any(|proxy| {
+            proxy.split_once(':').is_some_and(|(kind, value)| {
+                kind.eq_ignore_ascii_case("smtp") && value.eq_ignore_ascii_case(&address)
+            })
+        })
+}
+
+/// Whether the user has a working Exchange Online mailbox plan (reference §3.4).
+pub(super) fn has_mailbox(user: &SimUser) -> bool {
+    const MAILBOX_PLANS: [&str; 5] = [
+        "9aaf7827-d63c-4b61-89c3-182f06f82e5c",
+        "efb87545-963c-4e0d-99df-69c6916d9eb0",
+        "4a82b400-a79f-41a4-b4e2-e94f5787b113",
+        "1126bef5-da20-4f07-b45e-ad25d2581aa8",
+        "fc52cc4b-ed7d-472d-bbe7-b081c23ecc56",
+    ];
+    // A disabled account's mailbox still receives mail; a licence without the plan does not.
+    user.licenses.iter().flat_map(|l| &l.plans).any(|plan| {
+        MAILBOX_PLANS.contains(&plan.service_plan_id.to_ascii_lowercase().as_str())
+            && plan.provisioning_status == "Success"
+    })
 }
 
 /// `proxyAddresses/any(x:x eq 'smtp:a@b.c')` → `smtp:a@b.c` (any lambda variable name).

@@ -78,6 +78,19 @@ pub(super) struct Directory {
     pub(super) health: Vec<Health>,
     /// Path fragments answered with 403 `Authorization_RequestDenied`.
     pub(super) denied: Vec<String>,
+    /// Messages in users' mailboxes (only what the probes look for).
+    pub(super) messages: Vec<SimMessage>,
+}
+
+/// A message in a user's mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SimMessage {
+    pub(super) id: String,
+    /// Lower-case object id of the mailbox owner.
+    pub(super) user_id: String,
+    pub(super) internet_message_id: String,
+    pub(super) subject: String,
+    pub(super) received: String,
 }
 
 impl Default for Directory {
@@ -88,6 +101,7 @@ impl Default for Directory {
             skus: Vec::new(),
             subscriptions: Vec::new(),
             admins: Vec::new(),
+            messages: Vec::new(),
             health: ["Exchange", "OrgLiveID", "OSDPPlatform"]
                 .iter()
                 .map(|id| Health {
