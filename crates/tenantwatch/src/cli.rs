@@ -78,6 +78,32 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = crate::report::ReportFormat::Md)]
         format: crate::report::ReportFormat,
     },
+    /// Acknowledge a firing alert: its repeats and its escalation stop until it resolves
+    /// (the running daemon reads it within seconds).
+    Ack {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// Check kind, e.g. smtp_rcpt, identity, dns.
+        #[arg(long)]
+        check: String,
+        /// The address or domain the alert is about.
+        #[arg(long)]
+        target: String,
+        /// Kept with the acknowledgement and logged (who is on it, a ticket number).
+        #[arg(long)]
+        comment: Option<String>,
+        /// Who acknowledges; default: the user running the command.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Silences set at run time: hold back a tenant's alerts (or one check's, one target's)
+    /// for a while, like a [[silences]] window in the config.
+    Silence {
+        #[command(subcommand)]
+        command: SilenceCommand,
+    },
     /// Notification tools.
     Notify {
         #[command(subcommand)]
@@ -103,6 +129,54 @@ pub(crate) enum Command {
         /// Probe interval of the demo tenants.
         #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
         interval: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SilenceCommand {
+    /// Add a silence; prints its id.
+    Add {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// Only this check kind (default: every check of the tenant).
+        #[arg(long)]
+        check: Option<String>,
+        /// Only this address or domain (case-insensitive; default: every target).
+        #[arg(long)]
+        target: Option<String>,
+        /// How long from the start, e.g. 2h, 30m.
+        #[arg(long, value_parser = humantime::parse_duration, required_unless_present = "until", conflicts_with = "until")]
+        duration: Option<Duration>,
+        /// When it ends: a UTC time such as 2026-11-24T06:00:00Z.
+        #[arg(long, value_parser = crate::output::parse_utc)]
+        until: Option<tw_core::Timestamp>,
+        /// When it starts (a UTC time); default now.
+        #[arg(long, value_parser = crate::output::parse_utc)]
+        start: Option<tw_core::Timestamp>,
+        /// Why; logged with every alert it holds back.
+        #[arg(long)]
+        reason: String,
+        /// Who sets it; default: the user running the command.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// List silences in force or still to come (with --all, ended and removed ones too).
+    List {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a silence now (it stays listed with --all, with who removed it).
+    Remove {
+        id: i64,
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Who removes it; default: the user running the command.
+        #[arg(long)]
+        by: Option<String>,
     },
 }
 

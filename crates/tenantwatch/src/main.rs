@@ -76,6 +76,25 @@ async fn dispatch(command: Command) -> ExitCode {
             Ok(parsed) => return report::run(&parsed, &tenant, since, until, format).await,
             Err(code) => return code,
         },
+        Command::Ack {
+            config,
+            tenant,
+            check,
+            target,
+            comment,
+            by,
+        } => match load_config_or_exit(&config) {
+            Ok(parsed) => {
+                let key = output::AlertKey {
+                    tenant: &tenant,
+                    check: &check,
+                    target: &target,
+                };
+                return output::ack(&parsed, key, comment, by).await;
+            }
+            Err(code) => return code,
+        },
+        Command::Silence { command } => return silence(command).await,
         Command::Notify {
             command: cli::NotifyCommand::Test { receiver, config },
         } => match load_config_or_exit(&config) {
@@ -99,6 +118,45 @@ async fn dispatch(command: Command) -> ExitCode {
             tracing::error!(error = %format!("{err:#}"), "Exiting after an error");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn silence(command: cli::SilenceCommand) -> ExitCode {
+    match command {
+        cli::SilenceCommand::Add {
+            config,
+            tenant,
+            check,
+            target,
+            duration,
+            until,
+            start,
+            reason,
+            by,
+        } => match load_config_or_exit(&config) {
+            Ok(parsed) => {
+                let request = output::SilenceRequest {
+                    tenant,
+                    check,
+                    target,
+                    duration,
+                    until,
+                    start,
+                    reason,
+                    by,
+                };
+                output::silence_add(&parsed, request).await
+            }
+            Err(code) => code,
+        },
+        cli::SilenceCommand::List { config, all } => match load_config_or_exit(&config) {
+            Ok(parsed) => output::silence_list(&parsed, all).await,
+            Err(code) => code,
+        },
+        cli::SilenceCommand::Remove { id, config, by } => match load_config_or_exit(&config) {
+            Ok(parsed) => output::silence_remove(&parsed, id, by).await,
+            Err(code) => code,
+        },
     }
 }
 

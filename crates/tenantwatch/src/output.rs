@@ -1,13 +1,18 @@
 //! What the one-shot commands print: `probe` (a tenant's checks run once, as a table or
 //! `--json`, exiting like a Nagios plugin; nothing stored or sent), `alerts` (the alert states
-//! in the database) and `notify test` (one message straight to a receiver).
+//! in the database), `notify test` (one message straight to a receiver), and the run-time
+//! decisions `ack` and `silence add/list/remove`, written to the database the config names
+//! (the running daemon reads them back within seconds).
 
+use std::collections::HashMap;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use serde::Serialize;
 use tw_core::config::Config;
 use tw_core::{CheckKind, Evidence, Observation, Status, Timestamp};
 use tw_probe::{Clients, ProbeMemory};
+use tw_store::{AckOutcome, NewAck, NewSilence, Removal, SilenceRow, Store};
 
 pub(crate) async fn probe(
     config: &Config,
@@ -164,6 +169,19 @@ pub(crate) async fn alerts(config: &Config) -> ExitCode {
         }
     };
     let rows = store.alert_states().await;
+    let acks: HashMap<(String, CheckKind, String, u64), String> = match store.acks_after(0).await {
+        Ok(acks) => acks
+            .into_iter()
+            .map(|ack| {
+                (
+                    (ack.tenant, ack.check, ack.target, ack.episode),
+                    ack.acked_by,
+                )
+            })
+            .collect(),
+        // Still worth listing the alerts without saying who acknowledged them.
+        Err(_) => HashMap::new(),
+    };
     store.close().await;
     let rows = match rows {
         Ok(rows) => rows,
@@ -188,7 +206,14 @@ pub(crate) async fn alerts(config: &Config) -> ExitCode {
         let what = if let Some(since) = state.firing_since() {
             firing = true;
             let severity = state.severity().map(|s| s.as_str()).unwrap_or("?");
-            Some(format!("FIRING    {severity:<8} since {since}"))
+            let acked = state
+                .notified_episode()
+                .and_then(|episode| {
+                    acks.get(&(row.tenant.clone(), row.check, row.target.clone(), episode))
+                })
+                .map(|by| format!(" (acknowledged by {by})"))
+                .unwrap_or_default();
+            Some(format!("FIRING    {severity:<8} since {since}{acked}"))
         } else {
             state
                 .pending_since()
@@ -263,6 +288,339 @@ pub(crate) async fn notify_test(config: &Config, receiver: &str) -> ExitCode {
         }
         Err(err) => {
             eprintln!("not delivered to {receiver} ({}): {err}", channel.kind());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Parses a UTC time for `--until` and `--start`.
+pub(crate) fn parse_utc(raw: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_utc(raw)
+        .ok_or_else(|| format!("{raw:?} is not a UTC time such as 2026-11-24T06:00:00Z"))
+}
+
+/// A silence longer than this is a config change, not a run-time decision; a typo such as
+/// `2y` for `2h` must not silence a tenant for good.
+pub(crate) const MAX_SILENCE: Duration = Duration::from_secs(90 * 86_400);
+
+/// Who runs the command, for `created_by` and `acked_by`.
+fn who(by: Option<String>) -> String {
+    by.filter(|by| !by.trim().is_empty())
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "cli".to_owned())
+}
+
+async fn open_store(config: &Config) -> Result<Store, ExitCode> {
+    Store::open(&config.store.path).await.map_err(|err| {
+        eprintln!(
+            "cannot open {}: {}",
+            config.store.path.display(),
+            crate::pipeline::error_chain(&err)
+        );
+        ExitCode::from(1)
+    })
+}
+
+/// The tenant (as configured) and check named on the command line, or exit 2 saying why.
+fn known_key(
+    config: &Config,
+    tenant: &str,
+    check: Option<&str>,
+) -> Result<Option<CheckKind>, ExitCode> {
+    if !config.tenants.iter().any(|t| t.name.as_str() == tenant) {
+        let known: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
+        eprintln!(
+            "no tenant named {tenant:?} in the config (known: {})",
+            known.join(", ")
+        );
+        return Err(ExitCode::from(2));
+    }
+    check
+        .map(str::parse::<CheckKind>)
+        .transpose()
+        .map_err(|err| {
+            eprintln!("{err}");
+            ExitCode::from(2)
+        })
+}
+
+/// The alert an `ack` names.
+pub(crate) struct AlertKey<'a> {
+    pub(crate) tenant: &'a str,
+    pub(crate) check: &'a str,
+    pub(crate) target: &'a str,
+}
+
+/// Acknowledges the firing episode receivers were last told about. Exit 0 when recorded (or
+/// already acknowledged), 1 when nothing of that key is firing or the database fails, 2 for
+/// an unknown tenant or check.
+pub(crate) async fn ack(
+    config: &Config,
+    key: AlertKey<'_>,
+    comment: Option<String>,
+    by: Option<String>,
+) -> ExitCode {
+    let check = match known_key(config, key.tenant, Some(key.check)) {
+        Ok(Some(check)) => check,
+        Ok(None) => return ExitCode::from(2),
+        Err(code) => return code,
+    };
+    let store = match open_store(config).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let code = ack_in(&store, key.tenant, check, key.target, comment, who(by)).await;
+    store.close().await;
+    code
+}
+
+async fn ack_in(
+    store: &Store,
+    tenant: &str,
+    check: CheckKind,
+    target: &str,
+    comment: Option<String>,
+    by: String,
+) -> ExitCode {
+    let rows = match store.alert_states().await {
+        Ok(rows) => rows,
+        Err(err) => {
+            eprintln!(
+                "cannot read alert states: {}",
+                crate::pipeline::error_chain(&err)
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let Some(row) = rows.into_iter().find(|row| {
+        row.tenant == tenant && row.check == check && row.target.eq_ignore_ascii_case(target)
+    }) else {
+        eprintln!("{tenant} {check} {target}: no alert state (never checked, or never failed)");
+        return ExitCode::from(1);
+    };
+    let state = match serde_json::from_str::<tw_alert::AlertState>(&row.state_json) {
+        Ok(state) => state,
+        Err(err) => {
+            eprintln!("{tenant} {check} {target}: stored alert state unreadable: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some(episode) = state.notified_episode() else {
+        eprintln!(
+            "{tenant} {check} {}: not firing; nothing to acknowledge",
+            row.target
+        );
+        return ExitCode::from(1);
+    };
+    let new = NewAck {
+        tenant: row.tenant.clone(),
+        check,
+        target: row.target.clone(),
+        episode,
+        acked_by: by,
+        acked_at: Timestamp::now(),
+        comment: comment.filter(|c| !c.trim().is_empty()),
+    };
+    match store.add_ack(&new).await {
+        Ok(AckOutcome::Added(ack)) => {
+            println!(
+                "acknowledged {} {} {} (episode {}) as {}: its repeats and escalation stop until it resolves",
+                ack.tenant, ack.check, ack.target, ack.episode, ack.acked_by
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(AckOutcome::Already(ack)) => {
+            println!(
+                "{} {} {} (episode {}) was already acknowledged by {} at {}",
+                ack.tenant, ack.check, ack.target, ack.episode, ack.acked_by, ack.acked_at
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!(
+                "cannot record the acknowledgement: {}",
+                crate::pipeline::error_chain(&err)
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// What `silence add` was asked for.
+pub(crate) struct SilenceRequest {
+    pub(crate) tenant: String,
+    pub(crate) check: Option<String>,
+    pub(crate) target: Option<String>,
+    pub(crate) duration: Option<Duration>,
+    pub(crate) until: Option<Timestamp>,
+    pub(crate) start: Option<Timestamp>,
+    pub(crate) reason: String,
+    pub(crate) by: Option<String>,
+}
+
+/// Adds a silence and prints its id. Exit 0 when added, 1 when the database fails, 2 for
+/// arguments that make no silence (unknown tenant or check, an end not after the start, no
+/// reason, longer than [`MAX_SILENCE`]).
+pub(crate) async fn silence_add(config: &Config, request: SilenceRequest) -> ExitCode {
+    let check = match known_key(config, &request.tenant, request.check.as_deref()) {
+        Ok(check) => check,
+        Err(code) => return code,
+    };
+    let now = Timestamp::now();
+    let starts_at = request.start.unwrap_or(now);
+    let ends_at = match (request.duration, request.until) {
+        (Some(duration), _) => starts_at.plus(duration),
+        (None, Some(until)) => until,
+        (None, None) => {
+            eprintln!("give --duration or --until");
+            return ExitCode::from(2);
+        }
+    };
+    if ends_at <= starts_at || ends_at <= now {
+        eprintln!("the silence must end after it starts and after now (ends {ends_at})");
+        return ExitCode::from(2);
+    }
+    if ends_at.millis_since(starts_at) > u64::try_from(MAX_SILENCE.as_millis()).unwrap_or(u64::MAX)
+    {
+        eprintln!("a run-time silence lasts at most 90 days; use a [[silences]] window in the config for longer");
+        return ExitCode::from(2);
+    }
+    if request.reason.trim().is_empty() {
+        eprintln!("say why (--reason): it is logged with every alert the silence holds back");
+        return ExitCode::from(2);
+    }
+    let store = match open_store(config).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let silence = NewSilence {
+        tenant: Some(request.tenant),
+        check,
+        target: request.target.filter(|t| !t.trim().is_empty()),
+        starts_at,
+        ends_at,
+        reason: request.reason,
+        created_by: who(request.by),
+        created_at: now,
+    };
+    let added = store.add_silence(&silence).await;
+    store.close().await;
+    match added {
+        Ok(id) => {
+            println!(
+                "silence {id} added: {} from {starts_at} until {ends_at}",
+                describe_scope(
+                    silence.tenant.as_deref(),
+                    silence.check,
+                    silence.target.as_deref()
+                )
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!(
+                "cannot add the silence: {}",
+                crate::pipeline::error_chain(&err)
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn describe_scope(tenant: Option<&str>, check: Option<CheckKind>, target: Option<&str>) -> String {
+    format!(
+        "{} {} {}",
+        tenant.unwrap_or("*"),
+        check.map(CheckKind::as_str).unwrap_or("*"),
+        target.unwrap_or("*")
+    )
+}
+
+/// Prints silences in force or to come (every one with `all`). Exit 0, or 1 when the
+/// database cannot be read.
+pub(crate) async fn silence_list(config: &Config, all: bool) -> ExitCode {
+    let store = match open_store(config).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let now = Timestamp::now();
+    let rows = store.silences(now, all).await;
+    store.close().await;
+    match rows {
+        Ok(rows) if rows.is_empty() => {
+            println!("no silences");
+            ExitCode::SUCCESS
+        }
+        Ok(rows) => {
+            for row in rows {
+                println!("{}", silence_line(&row, now));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!(
+                "cannot read silences: {}",
+                crate::pipeline::error_chain(&err)
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn silence_line(row: &SilenceRow, now: Timestamp) -> String {
+    let state = match row.removed_at {
+        Some(at) => format!(
+            "removed by {} at {at}",
+            row.removed_by.as_deref().unwrap_or("?")
+        ),
+        None if row.ends_at <= now => "ended".to_owned(),
+        None if row.starts_at > now => "upcoming".to_owned(),
+        None => "active".to_owned(),
+    };
+    format!(
+        "{:<5} {}  {} .. {}  by {}  [{state}]  {}",
+        row.id,
+        describe_scope(row.tenant.as_deref(), row.check, row.target.as_deref()),
+        row.starts_at,
+        row.ends_at,
+        row.created_by,
+        row.reason
+    )
+}
+
+/// Ends a silence now. Exit 0 when removed (or removed before), 1 when there is no such
+/// silence or the database fails.
+pub(crate) async fn silence_remove(config: &Config, id: i64, by: Option<String>) -> ExitCode {
+    let store = match open_store(config).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let removed = store.remove_silence(id, &who(by), Timestamp::now()).await;
+    store.close().await;
+    match removed {
+        Ok(Removal::Removed(row)) => {
+            println!("silence {} removed", row.id);
+            ExitCode::SUCCESS
+        }
+        Ok(Removal::AlreadyRemoved(row)) => {
+            println!(
+                "silence {} was already removed by {} at {}",
+                row.id,
+                row.removed_by.as_deref().unwrap_or("?"),
+                row.removed_at.map(|at| at.to_string()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Removal::NotFound) => {
+            eprintln!("no silence with id {id}");
+            ExitCode::from(1)
+        }
+        Err(err) => {
+            eprintln!(
+                "cannot remove the silence: {}",
+                crate::pipeline::error_chain(&err)
+            );
             ExitCode::from(1)
         }
     }

@@ -5,6 +5,10 @@
 //! never blinds /metrics. A failed write keeps the batch in a bounded retry buffer and tries
 //! again with capped backoff; what overflows the buffer is dropped and counted. The stage ends
 //! when every sender of the channel is gone (the scheduler has stopped), after a last write.
+//!
+//! Every [`REFRESH_EVERY`] it also reads back what people decided at run time (silences and
+//! acknowledgements, written by the CLI or the API from other processes) and commits the
+//! escalations that have fallen due.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,6 +30,9 @@ const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long the final write may keep retrying during shutdown.
 const FINAL_WRITE_BUDGET: Duration = Duration::from_secs(2);
+/// How often run-time silences and acknowledgements are read back and escalations checked:
+/// a silence or an ack takes effect within this, and an escalation is at most this late.
+const REFRESH_EVERY: Duration = Duration::from_secs(3);
 
 pub(crate) struct Recorder {
     pub(crate) store: Store,
@@ -48,14 +55,21 @@ impl Recorder {
         let mut incoming = Vec::with_capacity(BATCH);
         let mut backoff = RETRY_MIN;
         let mut retry_at: Option<Instant> = None;
+        // Before the first batch, so a restart honours silences, acks and past escalations
+        // from its first evaluation.
+        self.load_escalations().await;
+        self.refresh().await;
+        let mut refresh_at = Instant::now() + REFRESH_EVERY;
 
         loop {
-            let received = match retry_at {
-                None => observations.recv_many(&mut incoming, BATCH).await,
-                Some(at) => tokio::select! {
-                    n = observations.recv_many(&mut incoming, BATCH) => n,
-                    _ = tokio::time::sleep_until(at) => usize::MAX,
-                },
+            let received = tokio::select! {
+                n = observations.recv_many(&mut incoming, BATCH) => n,
+                _ = tokio::time::sleep_until(retry_at.unwrap_or(refresh_at)), if retry_at.is_some() => usize::MAX,
+                _ = tokio::time::sleep_until(refresh_at) => {
+                    self.refresh().await;
+                    refresh_at = Instant::now() + REFRESH_EVERY;
+                    continue;
+                }
             };
             let closed = received == 0;
             for observation in &incoming {
@@ -110,6 +124,63 @@ impl Recorder {
         }
     }
 
+    /// Escalations recorded before this start: they are not sent again, and their episodes'
+    /// resolutions reach the escalation receivers.
+    async fn load_escalations(&mut self) {
+        match self.store.escalations().await {
+            Ok(escalations) => self.alerts.escalated(escalations),
+            Err(err) => {
+                tracing::warn!(error = %error_chain(&err), "Cannot read past escalations; an episode escalated before this start may escalate again")
+            }
+        }
+    }
+
+    /// Reads silences and new acknowledgements back from the store and commits the
+    /// escalations due now. A failed read keeps what was read last; a failed escalation is
+    /// tried again on the next refresh.
+    async fn refresh(&mut self) {
+        if self.alerting_updates.has_changed().unwrap_or(false) {
+            let config = self.alerting_updates.borrow_and_update().clone();
+            self.alerts.reconfigure(config);
+        }
+        let now = Timestamp::now();
+        match self.store.silences(now, false).await {
+            Ok(silences) => self.alerts.set_silences(silences),
+            Err(err) => {
+                tracing::debug!(error = %error_chain(&err), "Cannot read run-time silences; keeping the last ones read")
+            }
+        }
+        match self.store.acks_after(self.alerts.last_ack_id()).await {
+            Ok(acks) => {
+                for ack in &acks {
+                    tracing::info!(tenant = %ack.tenant, check = %ack.check, target = %ack.target, episode = ack.episode, acked_by = %ack.acked_by, comment = ack.comment.as_deref().unwrap_or(""), "Alert acknowledged; its repeats and escalation stop until it resolves");
+                }
+                self.alerts.add_acks(acks);
+            }
+            Err(err) => {
+                tracing::debug!(error = %error_chain(&err), "Cannot read acknowledgements; will try again")
+            }
+        }
+        let due = self.alerts.escalations_due(now);
+        if due.escalations.is_empty() {
+            return;
+        }
+        match self.store.escalate(&due.escalations, &due.deliveries).await {
+            Ok(enqueued) => {
+                for _ in &due.escalations {
+                    self.metrics.record_alert_event("escalation", "critical");
+                }
+                self.alerts.escalated(due.escalations);
+                if enqueued > 0 {
+                    self.dispatcher_wake.notify_one();
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %error_chain(&err), "Cannot record escalations; will try again")
+            }
+        }
+    }
+
     /// Metrics first, and a log line when a verdict changes (per-probe noise stays at DEBUG).
     fn observe(&self, observation: &Observation) {
         if self.metrics.observe(observation) {
@@ -159,7 +230,7 @@ impl Recorder {
         let evaluated = self.alerts.evaluate(batch);
         match self
             .store
-            .record_with_alerts(batch, self.policy, &evaluated.writes)
+            .record_with_alert_commit(batch, self.policy, &evaluated.writes)
             .await
         {
             Ok(outcome) => {

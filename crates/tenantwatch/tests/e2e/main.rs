@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod alerting;
+mod alerting_runtime;
 mod cli;
 mod daemon;
 mod demo;
