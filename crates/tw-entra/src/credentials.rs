@@ -150,10 +150,19 @@ impl LoadedApp {
                 )?
             }
         };
+        // A configured date wins; a certificate also says when it ends by itself.
+        let certificate_end = match &config.credential {
+            AppCredential::Certificate {
+                certificate_file, ..
+            } => read_file(certificate_file, "certificate")
+                .ok()
+                .and_then(|pem| certificate_not_after(&pem)),
+            AppCredential::Secret(_) => None,
+        };
         Ok(LoadedApp {
             client_id: config.client_id.clone(),
             credential,
-            credential_expires: config.credential_expires,
+            credential_expires: config.credential_expires.or(certificate_end),
         })
     }
 
@@ -274,6 +283,37 @@ pub fn token_url(login_url: &str, tenant: &str) -> String {
 }
 
 /// base64url (no padding) of the SHA-256 of the first certificate in `certificate_pem`.
+/// The certificate's `notAfter` (the first CERTIFICATE block of the PEM), when it parses:
+/// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version, serialNumber,
+/// signature, issuer, validity SEQUENCE { notBefore, notAfter }, … }, … } (RFC 5280).
+pub fn certificate_not_after(certificate_pem: &str) -> Option<Timestamp> {
+    use simple_asn1::ASN1Block;
+    let blocks = pem::parse_many(certificate_pem).ok()?;
+    let cert = blocks.iter().find(|block| block.tag() == "CERTIFICATE")?;
+    let parsed = simple_asn1::from_der(cert.contents()).ok()?;
+    let ASN1Block::Sequence(_, certificate) = parsed.first()? else {
+        return None;
+    };
+    let ASN1Block::Sequence(_, tbs) = certificate.first()? else {
+        return None;
+    };
+    // The validity is the first SEQUENCE of exactly two times.
+    tbs.iter().find_map(|block| {
+        let ASN1Block::Sequence(_, times) = block else {
+            return None;
+        };
+        let [_, not_after] = times.as_slice() else {
+            return None;
+        };
+        let at = match not_after {
+            ASN1Block::UTCTime(_, at) | ASN1Block::GeneralizedTime(_, at) => at,
+            _ => return None,
+        };
+        let millis = at.assume_utc().unix_timestamp_nanos() / 1_000_000;
+        i64::try_from(millis).ok().map(Timestamp)
+    })
+}
+
 pub fn x5t_s256(certificate_pem: &str) -> Option<String> {
     let blocks = pem::parse_many(certificate_pem).ok()?;
     let cert = blocks.iter().find(|block| block.tag() == "CERTIFICATE")?;

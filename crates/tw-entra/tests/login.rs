@@ -995,3 +995,15 @@ async fn no_secret_key_assertion_or_token_in_debug_or_evidence() {
     assert!(all.contains("token_issued") || all.contains("TokenIssued"));
     assert!(all.contains("credential_expired") || all.contains("CredentialExpired"));
 }
+
+#[test]
+fn a_certificate_says_when_it_expires() {
+    // `openssl x509 -enddate` of fixtures/app.crt.pem: notAfter=Oct 30 15:44:35 2126 GMT.
+    let not_after = tw_entra::credentials::certificate_not_after(tw_sim::entra::TEST_APP_CERT_PEM)
+        .expect("notAfter parsed");
+    assert_eq!(not_after.to_string(), "2126-10-30T15:44:35.000Z");
+    assert_eq!(
+        tw_entra::credentials::certificate_not_after("not a certificate"),
+        None
+    );
+}

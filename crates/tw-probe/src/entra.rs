@@ -74,7 +74,7 @@ pub(crate) async fn run(
                     context.login_name(),
                     tenant,
                     app,
-                    context.credential_expires,
+                    app.credential_expires(),
                     config.credential_warn_days,
                     now,
                     deadline,

@@ -44,7 +44,6 @@ pub struct TenantContext {
     pub primary_domain: DomainName,
     pub watch: Vec<EmailAddress>,
     pub licence: LicenceSettings,
-    pub credential_expires: Option<Timestamp>,
 }
 
 impl TenantContext {
@@ -54,7 +53,6 @@ impl TenantContext {
             primary_domain: tenant.domain.clone(),
             watch: tenant.watch.clone(),
             licence: tenant.licence.clone(),
-            credential_expires: tenant.app.as_ref().and_then(|app| app.credential_expires),
         }
     }
 
