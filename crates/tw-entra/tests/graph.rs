@@ -561,7 +561,7 @@ async fn licences_ok_for_the_tenant_and_the_identity() {
     assert_eq!(
         fact(
             tenant,
-            "subscription.5b0e0000-0000-4000-8000-000000000001.days_left"
+            "subscription.5b0e0000-0000-4000-8000-000000000001.days_to_next_lifecycle"
         ),
         "200"
     );
@@ -687,7 +687,15 @@ async fn only_hand_renewed_subscriptions_count_down() {
     // Not listed: it may renew itself, so a monthly renewal date does not warn.
     let auto = env.tenant_licence(&LicenceSettings::default(), now).await;
     assert_eq!(auto.reason, Reason::LicencesOk, "{auto:#?}");
-    assert_eq!(fact(&auto, &format!("subscription.{id}.days_left")), "2");
+    // The figure is kept, but not as `days_left`, which the daemon exports as a countdown.
+    assert_eq!(
+        fact(&auto, &format!("subscription.{id}.days_to_next_lifecycle")),
+        "2"
+    );
+    assert!(!auto
+        .evidence
+        .facts
+        .contains_key(&format!("subscription.{id}.days_left")));
 
     // Listed by SKU part number (any case) or by id: it counts down.
     for listed in ["enterprisepack", id] {

@@ -427,7 +427,7 @@ impl Metrics {
                 // end is the one a dashboard sorts by.
                 let days = facts
                     .iter()
-                    .filter(|(key, _)| *key == "days_left" || key.ends_with(".days_left"))
+                    .filter(|(key, _)| key.ends_with("days_left"))
                     .filter_map(|(_, value)| value.parse::<i64>().ok())
                     .min();
                 if let Some(days) = days {

@@ -275,7 +275,14 @@ fn judge_subscription(
     }
     if let Some(next) = next {
         facts.insert(key("next_lifecycle"), next.to_string());
-        facts.insert(key("days_left"), now.days_until(next).to_string());
+        // `days_left` only for what counts down (the daemon exports it as the renewal
+        // countdown); a subscription that may renew itself gets the figure under another name.
+        let days = now.days_until(next).to_string();
+        if trial || manual {
+            facts.insert(key("days_left"), days);
+        } else {
+            facts.insert(key("days_to_next_lifecycle"), days);
+        }
     }
     let renewal = if trial {
         "counted down (trial)"
@@ -511,6 +518,43 @@ fn judge_assigned_plans(target: &str, user: &UserPlans, mut evidence: HttpEviden
         summary: format!("{why}: the mailbox will be disconnected"),
         evidence,
     }
+}
+
+/// For [`crate::fuzzing`]: what the check makes of one answer, without the request.
+pub(crate) fn judge_for_fuzzing(
+    answer: crate::fuzzing::Answer,
+    reply: &crate::http::Reply,
+    target: &str,
+    settings: &LicenceSettings,
+    now: Timestamp,
+) -> Result<Vec<Outcome>, GraphError> {
+    use crate::fuzzing::Answer;
+    let mut evidence = HttpEvidence::default();
+    let mut findings = Findings::default();
+    let ok = (Reason::LicencesOk, "no finding".to_owned());
+    Ok(match answer {
+        Answer::SkuPage => {
+            for sku in super::decode_page::<Sku>(reply, &mut evidence)? {
+                judge_sku(&sku, &mut findings, &mut evidence);
+            }
+            vec![findings.decide(target, ok, evidence)]
+        }
+        Answer::SubscriptionPage => {
+            for subscription in super::decode_page::<Subscription>(reply, &mut evidence)? {
+                judge_subscription(&subscription, settings, now, &mut findings, &mut evidence);
+            }
+            vec![findings.decide(target, ok, evidence)]
+        }
+        Answer::LicenseDetailPage => {
+            let details = super::decode_page::<LicenseDetail>(reply, &mut evidence)?;
+            vec![judge_licence_details(target, &details, evidence)]
+        }
+        Answer::UserPlans => {
+            let user = super::decode::<UserPlans>(reply, &mut evidence)?;
+            vec![judge_assigned_plans(target, &user, evidence)]
+        }
+        _ => Vec::new(),
+    })
 }
 
 #[cfg(test)]
