@@ -6,6 +6,7 @@
 //! Prometheus metric names (all defined in `metrics.rs`).
 
 mod api;
+mod api_write;
 mod auth;
 mod evidence;
 mod health;

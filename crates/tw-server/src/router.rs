@@ -3,8 +3,9 @@
 //!
 //! Routes fall in three groups: health (`/healthz`, `/readyz`) and the stylesheet are always
 //! open; reads (`/metrics`, the status page, `/api/v1/`) pass the read guard, which lets
-//! everyone through unless `[server] read_requires_token`; there are no state-changing routes
-//! yet, and when there are they go behind [`Access::Write`], which always needs the token.
+//! everyone through unless `[server] read_requires_token`; the state-changing routes
+//! (`api_write.rs`: acks and silences) pass it too and then [`Access::Write`], which always
+//! needs the token.
 //! Every response carries a strict Content-Security-Policy (no script, no inline style, no
 //! framing) and `nosniff`.
 
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tw_store::Store;
 
 use crate::auth::{Access, ApiAuth};
-use crate::{api, status_page, Health, Metrics};
+use crate::{api, api_write, status_page, Health, Metrics};
 
 type BeforeScrape = Arc<dyn Fn(&Metrics) + Send + Sync>;
 
@@ -46,6 +47,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/metrics", get(metrics))
         .merge(status_page::routes())
         .merge(api::routes())
+        .merge(api_write::routes(state.clone()))
         // route_layer: an unknown path is a 404, not a 401.
         .route_layer(middleware::from_fn_with_state(state.clone(), guard_reads));
     Router::new()
