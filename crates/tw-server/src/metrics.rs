@@ -231,14 +231,14 @@ impl Metrics {
         let alert_events = IntCounterVec::new(
             Opts::new(
                 "tenantwatch_alert_events_total",
-                "Alert events committed to the outbox, by kind and severity",
+                "Alert events committed to the outbox (escalations included), by kind and severity",
             ),
             &["kind", "severity"],
         )?;
         let notifications = IntCounterVec::new(
             Opts::new(
                 "tenantwatch_notifications_total",
-                "Delivery attempts by receiver and result (sent, transient, permanent, expired)",
+                "Notifications by receiver and result (sent, transient, permanent, expired, fallback)",
             ),
             &["receiver", "result"],
         )?;
