@@ -58,7 +58,9 @@ async fn get(state: &ServerState, path: &str) -> (StatusCode, String) {
 /// A state on a fresh database; the directory lives as long as the returned guard.
 async fn state() -> (ServerState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("tenantwatch.db")).await.unwrap();
+    let store = Store::open(&dir.path().join("tenantwatch.db"))
+        .await
+        .unwrap();
     let state = ServerState {
         metrics: Arc::new(Metrics::new("0.0.0-test").unwrap()),
         health: Arc::new(Health::default()),
