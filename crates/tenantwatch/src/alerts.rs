@@ -191,6 +191,7 @@ impl AlertEngine {
             batch,
             self.config.degraded_fraction,
             self.config.degraded_min_targets,
+            &self.config.control_tenants,
         );
         if let Some(transition) = &transition {
             self.enqueue_vantage(transition, now, &mut writes.deliveries);
@@ -588,18 +589,25 @@ impl AlertEngine {
                 since,
                 unknown,
                 total,
+                control_down,
             } => {
                 tracing::error!(
                     unknown,
                     total,
-                    "Probe source degraded: most targets fail for network reasons at once"
+                    control_down,
+                    "Probe source degraded: many targets fail for network reasons at once"
                 );
+                let control = if control_down {
+                    " The control tenants (your own mail domain) fail the same way."
+                } else {
+                    ""
+                };
                 (
                     "degraded",
                     since,
                     since,
                     "Probe source degraded: tenantwatch's own network is failing".to_owned(),
-                    format!("{unknown} of {total} targets are unknown for network reasons (timeouts, refused or dropped connections, DNS failures, TLS failures) at once. That points at the monitor's own network, resolver or outbound port 25, not at the tenants. Per-target \"probe blind\" alerts for network reasons are held back until it recovers."),
+                    format!("{unknown} of {total} targets are unknown for network reasons (timeouts, refused or dropped connections, DNS failures, TLS failures) at once.{control} That points at the monitor's own network, resolver or outbound port 25, not at the tenants. Per-target \"probe blind\" alerts for network reasons are held back until it recovers."),
                 )
             }
             Transition::Recovered {

@@ -8,14 +8,16 @@
 //! source is degraded: one alert says so, and blind alerts for network reasons are held back
 //! until it recovers (below half the threshold, so it does not flap on the edge).
 //!
-//! Not built: control targets (the MSP's own mail server, a public DNS name) probed as a
-//! second opinion; the fraction of all targets is the only signal today. A target removed
+//! Control tenants (`alerting.control_tenants`: tenants that watch the MSP's own mail domain
+//! and MX) are the second opinion: when all their targets fail for network reasons while at
+//! least `degraded_min_targets` tenant targets do too, the source is degraded even below
+//! `degraded_fraction`; it recovers only once they answer again. A target removed
 //! from the config keeps its last verdict in the count until the daemon restarts (a few
 //! stale entries do not move a fleet-wide share).
 
 use std::collections::HashMap;
 
-use tw_core::{Observation, Reason, Status, Timestamp};
+use tw_core::{Observation, Reason, Status, TenantName, Timestamp};
 
 use crate::alerts::Key;
 
@@ -32,11 +34,60 @@ pub(crate) fn is_network_unknown(reason: Reason) -> bool {
     )
 }
 
+/// Targets counted: all, and those whose latest verdict was a network-level unknown; the
+/// control tenants' targets on their own.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Counts {
+    total: usize,
+    network_unknown: usize,
+    control_total: usize,
+    control_unknown: usize,
+}
+
+impl Counts {
+    fn add(&mut self, control: bool, network: bool, sign: i8) {
+        let step = |n: &mut usize| {
+            *n = if sign > 0 {
+                *n + 1
+            } else {
+                n.saturating_sub(1)
+            };
+        };
+        if control {
+            step(&mut self.control_total);
+            if network {
+                step(&mut self.control_unknown);
+            }
+        } else {
+            step(&mut self.total);
+            if network {
+                step(&mut self.network_unknown);
+            }
+        }
+    }
+
+    /// Degraded: most targets fail for network reasons, or the control tenants' targets all
+    /// do while at least `min_targets` others do too.
+    fn degraded(&self, fraction: f64, min_targets: usize) -> bool {
+        let share = self.network_unknown as f64 / self.total.max(1) as f64;
+        let many = self.network_unknown >= min_targets;
+        let control_down = self.control_total > 0 && self.control_unknown == self.control_total;
+        many && (share >= fraction || control_down)
+    }
+
+    /// Recovered: under half the threshold, and the control tenants (if any) answer again.
+    fn recovered(&self, fraction: f64) -> bool {
+        let share = self.network_unknown as f64 / self.total.max(1) as f64;
+        let control_down = self.control_total > 0 && self.control_unknown == self.control_total;
+        share < fraction / 2.0 && !control_down
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Vantage {
     /// Latest verdict per target: was it a network-level unknown?
     latest: HashMap<Key, bool>,
-    network_unknown: usize,
+    counts: Counts,
     degraded_since: Option<Timestamp>,
 }
 
@@ -44,8 +95,7 @@ pub(crate) struct Vantage {
 #[derive(Debug, Default)]
 pub(crate) struct VantageChanges {
     latest: HashMap<Key, bool>,
-    network_unknown: usize,
-    total: usize,
+    counts: Counts,
     degraded_since: Option<Timestamp>,
 }
 
@@ -56,6 +106,7 @@ pub(crate) enum Transition {
         since: Timestamp,
         unknown: usize,
         total: usize,
+        control_down: bool,
     },
     Recovered {
         since: Timestamp,
@@ -67,16 +118,17 @@ pub(crate) enum Transition {
 
 impl Vantage {
     /// Follows a batch's verdicts and says whether the source turned degraded or recovered.
-    /// Shutdown observations say nothing about the network and are skipped.
+    /// Shutdown observations say nothing about the network and are skipped. Targets of
+    /// `control` tenants are counted apart: they are the second opinion, not the fleet.
     pub(crate) fn follow(
         &self,
         batch: &[Observation],
         fraction: f64,
         min_targets: usize,
+        control: &[TenantName],
     ) -> (VantageChanges, Option<Transition>) {
         let mut changes = VantageChanges {
-            network_unknown: self.network_unknown,
-            total: self.latest.len(),
+            counts: self.counts,
             degraded_since: self.degraded_since,
             ..VantageChanges::default()
         };
@@ -87,6 +139,7 @@ impl Vantage {
                 observation.check,
                 observation.target.clone(),
             );
+            let is_control = control.contains(&observation.tenant);
             let now_network =
                 observation.status == Status::Unknown && is_network_unknown(observation.reason);
             let before = changes
@@ -94,47 +147,35 @@ impl Vantage {
                 .get(&key)
                 .or_else(|| self.latest.get(&key))
                 .copied();
-            match before {
-                None => {
-                    changes.total += 1;
-                    changes.network_unknown += usize::from(now_network);
-                }
-                Some(was) if was != now_network => {
-                    if now_network {
-                        changes.network_unknown += 1;
-                    } else {
-                        changes.network_unknown = changes.network_unknown.saturating_sub(1);
-                    }
-                }
-                Some(_) => {}
+            if let Some(was) = before {
+                changes.counts.add(is_control, was, -1);
             }
+            changes.counts.add(is_control, now_network, 1);
             changes.latest.insert(key, now_network);
             last_at = Some(observation.started_at);
         }
         let Some(at) = last_at else {
             return (changes, None);
         };
-        let share = if changes.total == 0 {
-            0.0
-        } else {
-            changes.network_unknown as f64 / changes.total as f64
-        };
+        let counts = changes.counts;
         let transition = match changes.degraded_since {
-            None if changes.network_unknown >= min_targets && share >= fraction => {
+            None if counts.degraded(fraction, min_targets) => {
                 changes.degraded_since = Some(at);
                 Some(Transition::Degraded {
                     since: at,
-                    unknown: changes.network_unknown,
-                    total: changes.total,
+                    unknown: counts.network_unknown,
+                    total: counts.total,
+                    control_down: counts.control_total > 0
+                        && counts.control_unknown == counts.control_total,
                 })
             }
-            Some(since) if share < fraction / 2.0 => {
+            Some(since) if counts.recovered(fraction) => {
                 changes.degraded_since = None;
                 Some(Transition::Recovered {
                     since,
                     at,
-                    unknown: changes.network_unknown,
-                    total: changes.total,
+                    unknown: counts.network_unknown,
+                    total: counts.total,
                 })
             }
             _ => None,
@@ -144,7 +185,7 @@ impl Vantage {
 
     pub(crate) fn adopt(&mut self, changes: VantageChanges) {
         self.latest.extend(changes.latest);
-        self.network_unknown = changes.network_unknown;
+        self.counts = changes.counts;
         self.degraded_since = changes.degraded_since;
     }
 }
@@ -180,7 +221,7 @@ mod tests {
     }
 
     fn step(vantage: &mut Vantage, batch: &[Observation]) -> Option<Transition> {
-        let (changes, transition) = vantage.follow(batch, 0.5, 10);
+        let (changes, transition) = vantage.follow(batch, 0.5, 10, &[]);
         vantage.adopt(changes);
         transition
     }
@@ -201,7 +242,8 @@ mod tests {
             Some(Transition::Degraded {
                 since: Timestamp(3),
                 unknown: 21,
-                total: 40
+                total: 40,
+                control_down: false,
             })
         );
         // Still degraded: no second message while it lasts.
@@ -245,5 +287,49 @@ mod tests {
         let mut small = Vantage::default();
         let all: Vec<_> = (0..5).map(|t| obs(t, Reason::Timeout, 1)).collect();
         assert_eq!(step(&mut small, &all), None);
+    }
+
+    #[test]
+    fn a_failing_control_tenant_makes_fewer_failures_enough_and_holds_recovery() {
+        let control = [TenantName::parse("t99").unwrap()];
+        let mut vantage = Vantage::default();
+        let mut step = |batch: &[Observation]| {
+            let (changes, transition) = vantage.follow(batch, 0.5, 10, &control);
+            vantage.adopt(changes);
+            transition
+        };
+        let healthy: Vec<_> = (0..40)
+            .chain([99])
+            .map(|t| obs(t, Reason::RecipientAccepted, 1))
+            .collect();
+        assert_eq!(step(&healthy), None);
+        // 12 of 40 timing out is under half: not degraded while the control answers.
+        let some: Vec<_> = (0..12).map(|t| obs(t, Reason::Timeout, 2)).collect();
+        assert_eq!(step(&some), None);
+        // The MSP's own MX times out too: degraded.
+        let transition = step(&[obs(99, Reason::Timeout, 3)]);
+        assert!(
+            matches!(
+                transition,
+                Some(Transition::Degraded {
+                    control_down: true,
+                    unknown: 12,
+                    total: 40,
+                    ..
+                })
+            ),
+            "{transition:?}"
+        );
+        // The fleet recovers but the control still fails: still degraded.
+        let back: Vec<_> = (0..12)
+            .map(|t| obs(t, Reason::RecipientAccepted, 4))
+            .collect();
+        assert_eq!(step(&back), None);
+        assert!(matches!(
+            step(&[obs(99, Reason::RecipientAccepted, 5)]),
+            Some(Transition::Recovered { .. })
+        ));
+        // The control failing alone (its own mail server down) is not a degraded source.
+        assert_eq!(step(&[obs(99, Reason::ConnectFailed, 6)]), None);
     }
 }

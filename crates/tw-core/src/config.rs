@@ -530,6 +530,19 @@ impl Validator<'_> {
             &raw.routes,
             &raw.silences,
         );
+        for (i, name) in alerting.control_tenants.iter().enumerate() {
+            if !raw
+                .tenants
+                .iter()
+                .any(|tenant| tenant.name.get_ref() == name.as_str())
+            {
+                self.error(
+                    format!("alerting.control_tenants[{i}]"),
+                    None,
+                    format!("no tenant named {:?}: a control tenant is a [[tenants]] entry that watches your own mail domain", name.as_str()),
+                );
+            }
+        }
         let heartbeat = raw.heartbeat.as_ref().and_then(|raw_heartbeat| {
             let interval = self.duration(
                 "heartbeat.interval",

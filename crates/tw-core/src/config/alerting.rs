@@ -24,6 +24,8 @@ pub(super) struct RawAlerting {
     status_page_url: Option<Spanned<String>>,
     degraded_fraction: Option<Spanned<f64>>,
     degraded_min_targets: Option<Spanned<i64>>,
+    #[serde(default)]
+    control_tenants: Vec<Spanned<String>>,
     group_window: Option<Spanned<String>>,
 }
 
@@ -101,6 +103,10 @@ pub struct AlertingConfig {
     pub degraded_fraction: f64,
     /// … and at least this many targets are.
     pub degraded_min_targets: usize,
+    /// Tenants that watch the MSP's own infrastructure (its own mail domain and MX): when all
+    /// their targets fail for network reasons while at least `degraded_min_targets` others
+    /// do too, the probe source is degraded even below `degraded_fraction`.
+    pub control_tenants: Vec<TenantName>,
     /// Alerts of one tenant that fire within this window go out as one message per
     /// receiver; zero turns grouping off.
     pub group_window: Duration,
@@ -473,6 +479,22 @@ impl Validator<'_> {
                 10,
             )
             .get();
+        let mut control_tenants = Vec::new();
+        for (i, value) in raw
+            .map(|a| a.control_tenants.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            match TenantName::parse(value.get_ref()) {
+                Ok(name) => control_tenants.push(name),
+                Err(err) => self.error(
+                    format!("alerting.control_tenants[{i}]"),
+                    Some(value.span().start),
+                    err.to_string(),
+                ),
+            }
+        }
         let group_window_raw = raw.and_then(|a| a.group_window.as_ref());
         let group_window = self.duration(
             "alerting.group_window",
@@ -682,6 +704,7 @@ impl Validator<'_> {
             status_page_url,
             degraded_fraction,
             degraded_min_targets,
+            control_tenants,
             group_window,
             receivers: parsed_receivers,
             routes: parsed_routes,

@@ -923,3 +923,15 @@ fn fallback_and_escalation_mistakes_are_all_reported_with_their_lines() {
         ],
     );
 }
+
+#[test]
+fn control_tenants_must_be_configured_tenants() {
+    let config = check_valid(
+        "[alerting]\ncontrol_tenants = [\"msp-own\"]\n[[tenants]]\nname = \"msp-own\"\ndomain = \"msp.example\"\naccepted_mx = [\"msp.example\"]\n",
+    );
+    assert_eq!(config.alerting.control_tenants[0].as_str(), "msp-own");
+    check_errors(
+        "[alerting]\ncontrol_tenants = [\"nobody\"]\n",
+        &["alerting.control_tenants[0]: no tenant named \"nobody\": a control tenant is a [[tenants]] entry that watches your own mail domain"],
+    );
+}
