@@ -177,6 +177,37 @@ fn is_guid(text: &str) -> bool {
             .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// For [`crate::fuzzing`]: the discovery document read as [`tenant`] reads it, without the
+/// request.
+pub(crate) fn judge_for_fuzzing(reply: &http::Reply, domain: &str) -> Result<Vec<Outcome>, String> {
+    let document = reply.json::<OpenIdConfiguration>()?;
+    let mut evidence = HttpEvidence::default();
+    let (reason, summary) = match tenant_id_from_issuer(&document.issuer) {
+        Some(tenant_id) => {
+            evidence
+                .facts
+                .insert("tenant_id".to_owned(), tenant_id.clone());
+            (
+                Reason::TenantKnown,
+                format!("{domain} belongs to tenant {tenant_id}"),
+            )
+        }
+        None => {
+            let shown: String = document.issuer.chars().take(120).collect();
+            (
+                Reason::MalformedResponse,
+                format!("no tenant id in issuer {shown:?}"),
+            )
+        }
+    };
+    Ok(vec![Outcome {
+        target: domain.to_owned(),
+        reason,
+        summary,
+        evidence,
+    }])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

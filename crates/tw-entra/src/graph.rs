@@ -7,14 +7,15 @@
 //! the configured Graph origin. The checks only decide what the answers mean; they branch on
 //! HTTP status and Graph `error.code`, never on message text (reference §3.0).
 
-mod admins;
+pub(crate) mod admins;
 mod client;
-mod health;
-mod identity;
-mod licence;
+pub(crate) mod health;
+pub(crate) mod identity;
+pub(crate) mod licence;
 mod mail;
 
 pub use admins::{admins, GLOBAL_ADMINISTRATOR_ROLE};
+pub(crate) use client::{decode, decode_page};
 pub use client::{Call, GraphClient, GraphError, DEFAULT_REQUEST_BUDGET};
 pub use health::{health, OPERATIONAL_STATUSES, WATCHED_SERVICES};
 pub use identity::{identity, USER_SELECT};

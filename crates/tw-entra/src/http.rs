@@ -72,7 +72,7 @@ impl Reply {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
         serde_json::from_slice(&self.body).map_err(|err| {
             let mut text = format!("invalid JSON in a {} response: {err}", self.status);
-            text.truncate(MAX_ERROR_TEXT);
+            cut_at_char(&mut text, MAX_ERROR_TEXT);
             text
         })
     }
@@ -200,7 +200,7 @@ struct GraphInnerError {
     request_id: Option<String>,
 }
 
-fn read_error_body(body: &[u8], record: &mut HttpExchange) {
+pub(crate) fn read_error_body(body: &[u8], record: &mut HttpExchange) {
     let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) else {
         return;
     };
@@ -253,6 +253,73 @@ fn short(err: &reqwest::Error) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    text.truncate(MAX_ERROR_TEXT);
+    cut_at_char(&mut text, MAX_ERROR_TEXT);
     text
+}
+
+/// Cuts `text` to at most `max` bytes without splitting a character. serde_json's errors
+/// quote the offending value, so the cut often falls inside non-ASCII text, where
+/// `String::truncate` would panic (found by the `graph_json` fuzz target).
+fn cut_at_char(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(body: &[u8]) -> Reply {
+        Reply {
+            status: 200,
+            headers: HeaderMap::new(),
+            body: body.to_vec(),
+            retry_after: None,
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)] // only decoded, for serde_json's error text
+    struct Flag {
+        enabled: bool,
+    }
+
+    /// Regression for the `graph_json` fuzz crash: a long decoder error whose 300th byte fell
+    /// inside a multi-byte character panicked in `String::truncate`.
+    #[test]
+    fn a_long_decoder_error_is_cut_on_a_character_boundary() {
+        for pad in 0..3 {
+            let body = format!(
+                "{{\"enabled\": \"{}{}\"}}",
+                "x".repeat(pad),
+                "\u{2026}".repeat(150)
+            );
+            let text = reply(body.as_bytes()).json::<Flag>().unwrap_err();
+            assert!(
+                (MAX_ERROR_TEXT - 2..=MAX_ERROR_TEXT).contains(&text.len()),
+                "{} bytes",
+                text.len()
+            );
+            assert!(text.starts_with("invalid JSON in a 200 response: invalid type: string"));
+        }
+        // The fuzzer's minimized input, less its selector byte: a JSON string with `…` where
+        // an object was expected.
+        let found = b" \"inva ID--accountEnabled------ \xe2\x80\xa6\\r\\n----------------- \xe2\x80\xa6\\r\\nTimesta------------ \xe2\x80\xa6\\r\\n-----------------n---------------------------------------|--------------------------------ntEnabled------ \xe2\x80\xa6\\r\\n----------------- \xe2\x80\xa6\\r\\nTimesta------------ \xe2\x80\xa6\\n\"\ru";
+        let text = reply(found).json::<Flag>().unwrap_err();
+        assert!(text.len() <= MAX_ERROR_TEXT, "{} bytes", text.len());
+    }
+
+    #[test]
+    fn short_text_is_left_alone_and_long_text_cut_before_a_character() {
+        let mut text = "d\u{e9}j\u{e0} vu".to_owned();
+        cut_at_char(&mut text, 300);
+        assert_eq!(text, "d\u{e9}j\u{e0} vu");
+        cut_at_char(&mut text, 2);
+        assert_eq!(text, "d");
+    }
 }

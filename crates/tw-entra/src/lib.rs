@@ -11,6 +11,7 @@
 pub mod aadsts;
 pub mod credentials;
 pub mod discovery;
+pub mod fuzzing;
 pub mod graph;
 pub mod http;
 pub mod rdap;

@@ -582,6 +582,24 @@ fn date_of(at: Timestamp) -> String {
     at.to_string().chars().take(10).collect()
 }
 
+/// For [`crate::fuzzing`]: the RDAP domain answer judged as the domain check judges it
+/// (warning at 30 days, critical at 7), without the request.
+pub(crate) fn judge_for_fuzzing(
+    reply: &http::Reply,
+    domain: &DomainName,
+    now: Timestamp,
+) -> Result<Vec<Outcome>, String> {
+    let record = reply.json::<RdapDomain>()?;
+    let mut evidence = HttpEvidence::default();
+    let (reason, summary) = judge(&record, domain, 30, 7, now, &mut evidence);
+    Ok(vec![Outcome {
+        target: domain.to_string(),
+        reason,
+        summary,
+        evidence,
+    }])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,6 +224,23 @@ fn encode_path_segment(text: &str) -> String {
     out
 }
 
+/// For [`crate::fuzzing`]: the realm answer judged as [`realm`] judges it (against a domain
+/// that was Managed), without the request.
+pub(crate) fn judge_for_fuzzing(
+    reply: &http::Reply,
+    address: &EmailAddress,
+) -> Result<Vec<Outcome>, String> {
+    let realm = reply.json::<UserRealm>()?;
+    let mut evidence = HttpEvidence::default();
+    let (reason, summary) = judge(&realm, address, Some("Managed"), &mut evidence);
+    Ok(vec![Outcome {
+        target: address.to_string(),
+        reason,
+        summary,
+        evidence,
+    }])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -333,6 +333,27 @@ fn key(tenant: &str) -> String {
     tenant.trim().to_ascii_lowercase()
 }
 
+/// For [`crate::fuzzing`]: the token answer read as [`TokenCache`] reads it, without the
+/// request. The outcome's summary never holds the token.
+pub(crate) fn judge_for_fuzzing(
+    reply: &http::Reply,
+    acquired_at: Timestamp,
+) -> Result<Vec<crate::Outcome>, String> {
+    let (reason, summary) = match read_token(reply.json::<TokenResponse>()?, acquired_at) {
+        Ok(token) => (
+            Reason::TokenIssued,
+            format!("token valid until {}", token.expires_at),
+        ),
+        Err(why) => (Reason::MalformedResponse, why.to_owned()),
+    };
+    Ok(vec![crate::Outcome {
+        target: "token".to_owned(),
+        reason,
+        summary,
+        evidence: tw_core::HttpEvidence::default(),
+    }])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

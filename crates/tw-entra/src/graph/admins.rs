@@ -258,3 +258,39 @@ fn consider_user(
         )),
     }
 }
+/// For [`crate::fuzzing`]: the role assignments (or a group's members) of one answer read as
+/// the check reads them, without the requests; groups are not expanded.
+pub(crate) fn judge_for_fuzzing(
+    reply: &crate::http::Reply,
+    target: &str,
+) -> Result<Vec<Outcome>, GraphError> {
+    let mut evidence = HttpEvidence::default();
+    let mut counted: BTreeMap<String, (String, bool)> = BTreeMap::new();
+    for assignment in super::decode_page::<Assignment>(reply, &mut evidence)? {
+        let Some(principal) = &assignment.principal else {
+            continue;
+        };
+        match principal.kind() {
+            Kind::User => {
+                consider_user(principal, "assigned directly", &mut counted, &mut evidence)
+            }
+            _ => evidence.findings.push(principal.name()),
+        }
+    }
+    let reason = match counted.len() {
+        0 => Reason::NoAdmin,
+        1 => Reason::SingleAdmin,
+        _ => Reason::AdminsOk,
+    };
+    let summary = count(
+        counted.len(),
+        "enabled Global Administrator",
+        "enabled Global Administrators",
+    );
+    Ok(vec![Outcome {
+        target: target.to_owned(),
+        reason,
+        summary,
+        evidence,
+    }])
+}

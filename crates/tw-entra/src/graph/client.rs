@@ -446,7 +446,7 @@ fn jitter(base: Duration) -> Duration {
     half + half.mul_f64(fastrand::f64())
 }
 
-fn decode<T: DeserializeOwned>(
+pub(crate) fn decode<T: DeserializeOwned>(
     reply: &Reply,
     evidence: &mut HttpEvidence,
 ) -> Result<T, GraphError> {
@@ -454,6 +454,14 @@ fn decode<T: DeserializeOwned>(
         note_error(evidence, &text);
         GraphError::Malformed(text)
     })
+}
+
+/// The items of one collection page, decoded as [`GraphClient::get_all`] decodes each page.
+pub(crate) fn decode_page<T: DeserializeOwned>(
+    reply: &Reply,
+    evidence: &mut HttpEvidence,
+) -> Result<Vec<T>, GraphError> {
+    decode::<Page<T>>(reply, evidence).map(|page| page.value)
 }
 
 /// Marks the last exchange with why its answer was not used.

@@ -71,7 +71,17 @@ pub async fn health(
             )
         }
     };
-    for overview in &overviews {
+    judge(target, alert, &overviews, evidence)
+}
+
+/// The verdict on the health overviews; records what was read in `evidence`.
+fn judge(
+    target: &str,
+    alert: bool,
+    overviews: &[HealthOverview],
+    mut evidence: HttpEvidence,
+) -> Outcome {
+    for overview in overviews {
         if let (Some(id), Some(status)) = (&overview.id, &overview.status) {
             evidence
                 .facts
@@ -134,6 +144,17 @@ pub async fn health(
         format!("Microsoft reports {} operational", listed.join(" and ")),
         evidence,
     )
+}
+
+/// For [`crate::fuzzing`]: the health overviews of one answer judged as [`health`] judges
+/// them, without the request.
+pub(crate) fn judge_for_fuzzing(
+    reply: &crate::http::Reply,
+    target: &str,
+) -> Result<Vec<Outcome>, super::GraphError> {
+    let mut evidence = HttpEvidence::default();
+    let overviews = super::decode_page::<HealthOverview>(reply, &mut evidence)?;
+    Ok(vec![judge(target, true, &overviews, evidence)])
 }
 
 #[cfg(test)]

@@ -366,6 +366,44 @@ fn soft_deleted(
     }
 }
 
+/// For [`crate::fuzzing`]: what the check makes of one answer, without the request.
+pub(crate) fn judge_for_fuzzing(
+    answer: crate::fuzzing::Answer,
+    reply: &crate::http::Reply,
+    target: &str,
+    now: Timestamp,
+) -> Result<Vec<Outcome>, GraphError> {
+    use crate::fuzzing::Answer;
+    let mut evidence = HttpEvidence::default();
+    Ok(match answer {
+        Answer::User => vec![judge(
+            target,
+            super::decode::<User>(reply, &mut evidence)?,
+            evidence,
+        )],
+        Answer::UserPage => super::decode_page::<User>(reply, &mut evidence)?
+            .into_iter()
+            .map(|user| judge(target, user, HttpEvidence::default()))
+            .collect(),
+        Answer::DeletedUser => vec![soft_deleted(
+            target,
+            super::decode::<DeletedUser>(reply, &mut evidence)?,
+            now,
+            evidence,
+        )],
+        Answer::DeletedUserPage => super::decode_page::<DeletedUser>(reply, &mut evidence)?
+            .into_iter()
+            .filter(|user| {
+                user.user_principal_name
+                    .as_deref()
+                    .is_some_and(|upn| is_deleted_form_of(upn, target))
+            })
+            .map(|user| soft_deleted(target, user, now, HttpEvidence::default()))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
