@@ -89,7 +89,7 @@ pub(crate) async fn run(
             };
             let graph_client = &clients.entra.graph;
             let tenant_key = context.login_name();
-            match (job.check, &job.subject) {
+            let outcomes = match (job.check, &job.subject) {
                 (CheckKind::Identity, Subject::Address(address)) => {
                     let known = memory.fact(
                         tenant,
@@ -154,7 +154,17 @@ pub(crate) async fn run(
                     .await,
                 ],
                 _ => mismatched(job),
+            };
+            // Graph refused the cached token (revoked, or the tenant's policy changed): the
+            // next run asks the token endpoint again instead of waiting out its lifetime.
+            let refused = outcomes
+                .iter()
+                .flat_map(|outcome| &outcome.evidence.exchanges)
+                .any(|exchange| exchange.status == Some(401));
+            if refused {
+                clients.entra.tokens.invalidate(tenant_key);
             }
+            outcomes
         }
         _ => mismatched(job),
     }

@@ -194,6 +194,9 @@ async fn probe_task(
     drain: Duration,
     scheduled_for: Timestamp,
 ) {
+    // Cleared however the task ends: a probe that panics (a bug) must not leave its job
+    // marked running, which would skip it silently until restart.
+    let _running = ClearOnDrop(running);
     let permit = tokio::select! {
         permit = permits.acquire_owned() => permit.ok(),
         // Not started yet, so nothing is in flight to report.
@@ -215,7 +218,15 @@ async fn probe_task(
             }
         }
     }
-    running.store(false, Ordering::Release);
+}
+
+/// Clears a job's running flag when dropped (at the end of its task, or while unwinding).
+struct ClearOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 async fn sleep_until_opt(due: Option<Instant>) {

@@ -283,3 +283,33 @@ async fn a_missing_secret_file_stops_the_clients_with_the_tenant_named_and_no_co
     assert!(text.contains("contoso"), "{text}");
     assert!(text.contains("/nonexistent/tenantwatch-secret"), "{text}");
 }
+
+#[tokio::test]
+async fn a_token_graph_refuses_is_dropped_so_signin_asks_again() {
+    let fixture = fixture().await;
+    let clients = Clients::from_config(&fixture.config).unwrap();
+    let memory = ProbeMemory::default();
+    run_all(&fixture.config, &clients, &memory).await;
+
+    // The tenant goes away: Graph refuses the cached token (401).
+    fixture.sim.remove_tenant(TENANT_ID);
+    let jobs = plan(&fixture.config);
+    let identity = jobs
+        .iter()
+        .find(|job| job.check == CheckKind::Identity)
+        .unwrap();
+    let seen = run_job(identity, &clients, &memory, Timestamp::now()).await;
+    let Evidence::Http(evidence) = &seen[0].evidence else {
+        panic!()
+    };
+    assert_eq!(evidence.exchanges[0].status, Some(401), "{evidence:?}");
+
+    // Without the refused token in the cache, signin asks Entra, which no longer knows the
+    // tenant, instead of reporting the cached token as fine for the rest of its hour.
+    let signin = jobs
+        .iter()
+        .find(|job| job.check == CheckKind::Signin)
+        .unwrap();
+    let seen = run_job(signin, &clients, &memory, Timestamp::now()).await;
+    assert_eq!(seen[0].reason, Reason::TenantUnknown, "{}", seen[0].summary);
+}
