@@ -554,3 +554,28 @@ impl Probe<'_> {
         let _ = timeout_at(deadline, imap.logout(&mut self.imap_transcript)).await;
     }
 }
+
+/// For the fuzzer only (`fuzz/fuzz_targets/dsn.rs`): parses `raw` as a delivery status
+/// notification and classifies each recipient block the way a run does, returning
+/// (action, status, reason). Not used by the daemon.
+#[doc(hidden)]
+pub fn classify_dsn_for_fuzzing(raw: &[u8]) -> Option<Vec<(String, String, Option<Reason>)>> {
+    let parsed = dsn::parse(raw)?;
+    // What a run does with a DSN it fetched: ask for the probe tag and the block of its
+    // recipient (both walk the parsed structure).
+    let _ = parsed.probe_tag();
+    let _ = parsed.for_recipient("admin@contoso.com");
+    Some(
+        parsed
+            .recipients
+            .iter()
+            .map(|block| {
+                (
+                    block.action.clone(),
+                    block.status.clone(),
+                    dsn::classify(&block.action, &block.status),
+                )
+            })
+            .collect(),
+    )
+}
