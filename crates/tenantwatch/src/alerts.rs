@@ -230,6 +230,15 @@ impl AlertEngine {
                     held_blind.insert(key.clone());
                     continue;
                 }
+                // A check that cannot tell about a target whose problem another check already
+                // pages about (the licence of a deleted user, say) adds nothing but noise.
+                if event.kind == EventKind::Blind {
+                    if let Some(other) = self.firing_elsewhere(&key, &changed) {
+                        tracing::info!(tenant = %event.tenant, check = %event.check, target = %event.target, firing_check = %other, "Probe blind held back: another check of this target is firing");
+                        held_blind.insert(key.clone());
+                        continue;
+                    }
+                }
                 if event.kind == EventKind::BlindResolved
                     && (held_blind.remove(&key) || self.held_blind.contains(&key))
                 {
@@ -504,6 +513,20 @@ impl AlertEngine {
                     .iter()
                     .filter(|(key, _)| !changed.contains_key(*key))
                     .find_map(|(key, state)| firing(key, state))
+            })
+    }
+
+    /// Another check of the same tenant and target whose alert is firing, if any.
+    fn firing_elsewhere(&self, key: &Key, changed: &HashMap<Key, AlertState>) -> Option<CheckKind> {
+        CheckKind::ALL
+            .into_iter()
+            .filter(|check| *check != key.1)
+            .find(|check| {
+                let other = (key.0.clone(), *check, key.2.clone());
+                changed
+                    .get(&other)
+                    .or_else(|| self.states.get(&other))
+                    .is_some_and(AlertState::is_firing)
             })
     }
 
@@ -1409,6 +1432,69 @@ mod tests {
                 after_attempts: 2,
                 after: Duration::from_secs(60),
             })
+        );
+    }
+
+    #[test]
+    fn a_blind_check_of_a_target_another_check_pages_about_stays_quiet() {
+        let mut engine = engine();
+        // The identity is gone (confirmed), and the licence check of the same address can
+        // no longer read it (unknown) for longer than blind_after.
+        run_all(
+            &mut engine,
+            &[obs(CheckKind::Identity, ADMIN, Reason::IdentityDeleted, T)],
+        );
+        let fired = run_all(
+            &mut engine,
+            &[obs(
+                CheckKind::Identity,
+                ADMIN,
+                Reason::IdentityDeleted,
+                T + 60_000,
+            )],
+        );
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        run_all(
+            &mut engine,
+            &[obs(
+                CheckKind::Licence,
+                ADMIN,
+                Reason::HttpError,
+                T + 60_001,
+            )],
+        );
+        let evaluated = engine.evaluate(&[obs(
+            CheckKind::Licence,
+            ADMIN,
+            Reason::HttpError,
+            T + 40 * 60_000,
+        )]);
+        assert!(evaluated.events.iter().any(|e| e.kind == EventKind::Blind));
+        assert!(evaluated.writes.deliveries.is_empty(), "blind held back");
+        engine.adopt(evaluated);
+        // A blind check of another address still speaks.
+        run_all(
+            &mut engine,
+            &[obs(
+                CheckKind::Licence,
+                "sales@contoso.com",
+                Reason::HttpError,
+                T,
+            )],
+        );
+        let other = run_all(
+            &mut engine,
+            &[obs(
+                CheckKind::Licence,
+                "sales@contoso.com",
+                Reason::HttpError,
+                T + 40 * 60_000,
+            )],
+        );
+        assert_eq!(
+            other.iter().filter(|m| m.0 == "blind").count(),
+            1,
+            "{other:?}"
         );
     }
 }
