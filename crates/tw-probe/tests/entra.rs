@@ -55,12 +55,7 @@ async fn fixture() -> Fixture {
 helo_name = "probe.msp.example"
 mail_from = "probe@msp.example"
 
-[entra]
-login_url = "{login}"
-graph_url = "{graph}"
-rdap_bootstrap_url = "{rdap}"
-extra_ca_file = "{ca}"
-
+{entra}
 [app]
 client_id = "{CLIENT_ID}"
 client_secret_file = "{secret}"
@@ -76,10 +71,7 @@ domain = "contoso.example"
 tenant_id = "{TENANT_ID}"
 watch = ["{ADMIN}", "{SALES}"]
 "#,
-        login = sim.login_url(),
-        graph = sim.graph_url(),
-        rdap = sim.rdap_bootstrap_url(),
-        ca = ca_file.path().display(),
+        entra = sim.config_section(ca_file.path()),
         secret = secret_file.path().display(),
     );
     let config = tw_core::config::parse(&text).unwrap_or_else(|errors| panic!("{errors}"));

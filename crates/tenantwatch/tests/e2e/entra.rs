@@ -92,12 +92,7 @@ async fn probe_shows_each_entra_check_with_the_right_verdict_and_never_the_secre
 helo_name = "probe.msp.example"
 mail_from = "probe@msp.example"
 
-[entra]
-login_url = "{login}"
-graph_url = "{graph}"
-rdap_bootstrap_url = "{rdap}"
-extra_ca_file = "{ca}"
-
+{entra}
 [app]
 client_id = "{CLIENT_ID}"
 client_secret_env = "TW_E2E_APP_SECRET"
@@ -113,10 +108,7 @@ domain = "contoso.example"
 tenant_id = "{TENANT_ID}"
 watch = ["{ADMIN}", "{IT}"]
 "#,
-            login = sim.login_url(),
-            graph = sim.graph_url(),
-            rdap = sim.rdap_bootstrap_url(),
-            ca = ca_path.display(),
+            entra = sim.config_section(&ca_path),
         ),
     )
     .unwrap();

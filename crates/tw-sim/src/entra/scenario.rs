@@ -36,6 +36,18 @@ pub fn days_from_now(days: i64) -> String {
 }
 
 impl EntraSim {
+    /// The `[entra]` section of a tenantwatch config that points every endpoint at this
+    /// simulator and trusts `extra_ca_file` (the PEM of the CA it was started with).
+    pub fn config_section(&self, extra_ca_file: &std::path::Path) -> String {
+        format!(
+            "[entra]\nlogin_url = \"{}\"\ngraph_url = \"{}\"\nrdap_bootstrap_url = \"{}\"\nextra_ca_file = \"{}\"\n",
+            self.login_url(),
+            self.graph_url(),
+            self.rdap_bootstrap_url(),
+            extra_ca_file.display()
+        )
+    }
+
     /// Sets up `tenant` as described on [`HealthyTenant`].
     pub fn add_healthy_tenant(&self, tenant: &HealthyTenant<'_>) {
         let id = tenant.tenant_id;
