@@ -143,13 +143,30 @@ pub(crate) fn classify(action: &str, status: &str) -> Option<Reason> {
 pub(crate) fn parse_status(status: &str) -> Option<(u8, u16, u16)> {
     let code = status.split_whitespace().next()?;
     let mut parts = code.split('.');
-    let class: u8 = parts.next()?.parse().ok()?;
-    let subject: u16 = parts.next()?.parse().ok()?;
-    let detail: u16 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || !matches!(class, 2 | 4 | 5) {
+    let class = parts.next()?;
+    let subject = number_of_digits(parts.next()?, 3)?;
+    let detail = number_of_digits(parts.next()?, 3)?;
+    // RFC 3463: class = "2" / "4" / "5", exactly one digit. `str::parse` alone would also
+    // take "05" or "+5", and a mangled "05.1.1" must not read as a bounce (found by the
+    // `dsn` fuzz target; regression test `status_codes_follow_the_rfc_3463_grammar`).
+    let class = match class {
+        "2" => 2,
+        "4" => 4,
+        "5" => 5,
+        _ => return None,
+    };
+    if parts.next().is_some() {
         return None;
     }
     Some((class, subject, detail))
+}
+
+/// `field` as a number when it is 1 to `max_digits` ASCII digits and nothing else.
+fn number_of_digits(field: &str, max_digits: usize) -> Option<u16> {
+    if field.is_empty() || field.len() > max_digits || !field.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    field.parse().ok()
 }
 
 /// Parses `raw` as a DSN; `None` when it is not a delivery-status report.

@@ -249,6 +249,45 @@ fn statuses_are_classified_by_what_they_say_about_the_recipient() {
     }
 }
 
+/// Regression for a `dsn` fuzz finding: `str::parse` took "05" as class 5, so a mangled
+/// `Status:05.1.1` read as a bounce. RFC 3463 allows exactly one digit for the class and one
+/// to three digits for subject and detail.
+#[test]
+fn status_codes_follow_the_rfc_3463_grammar() {
+    for status in [
+        "05.1.1",
+        "+5.1.1",
+        "5.+1.1",
+        "5.1.+1",
+        "5.01.0001",
+        "5.1.1000",
+        "5..1",
+        "5.1.",
+        " .1.1",
+        "5.1.1.1",
+        "55.1.1",
+        "٥.1.1",
+    ] {
+        assert_eq!(parse_status(status), None, "{status:?}");
+        assert_eq!(
+            classify("failed", status),
+            Some(Reason::BounceInconclusive),
+            "{status:?}"
+        );
+    }
+    assert_eq!(parse_status("5.1.10"), Some((5, 1, 10)));
+    assert_eq!(parse_status("4.7.500 (policy)"), Some((4, 7, 500)));
+    assert_eq!(parse_status("5.001.1"), Some((5, 1, 1)));
+    // The shape of the fuzzer's input: a Postfix DSN whose status lost its space and gained a 0.
+    let fuzzed = postfix_dsn("failed", "5.1.1", TAG).replace("Status: 5.1.1", "Status:05.1.1");
+    let dsn = parse(fuzzed.as_bytes()).expect("still a DSN");
+    assert_eq!(dsn.recipients[0].status, "05.1.1");
+    assert_eq!(
+        classify(&dsn.recipients[0].action, &dsn.recipients[0].status),
+        Some(Reason::BounceInconclusive)
+    );
+}
+
 #[test]
 fn messages_that_are_not_dsns_are_none() {
     let plain =
