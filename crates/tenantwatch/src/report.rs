@@ -513,7 +513,7 @@ pub(crate) fn build(input: Input) -> Report {
 
     let mut notes = vec![
         "All times are UTC (RFC 3339).".to_owned(),
-        "tenantwatch stores every state change and every failing verdict with its evidence; repeated ok verdicts are kept once per store.ok_sample_interval, so recoveries are exact and quiet periods are sampled.".to_owned(),
+        "tenantwatch stores every state change and every failing verdict with its evidence; repeated ok verdicts are kept once per store.ok_sample_interval (verdict and summary, without evidence), so recoveries are exact and quiet periods are sampled.".to_owned(),
         "A verdict of unknown means the probe could not tell (timeout, throttling, its own IP blocked); it is never counted as an outage of the service.".to_owned(),
     ];
     if input.truncated {

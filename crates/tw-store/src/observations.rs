@@ -83,6 +83,11 @@ pub(crate) struct NewObservation<'a> {
     pub(crate) check_id: i64,
     pub(crate) observation: &'a Observation,
     pub(crate) state_change: bool,
+    /// False for a repeated ok kept only as the hourly sample: its verdict, summary and
+    /// timing are stored, its evidence is not (`Evidence::None`). The evidence of the state
+    /// it belongs to is on the state's change observation, which retention never prunes;
+    /// keeping a transcript per sample was 95 % of the history's bytes (docs/benchmarks.md).
+    pub(crate) keep_evidence: bool,
 }
 
 /// Writes observations of distinct keys in one statement and returns `(check_id, id)` for
@@ -96,7 +101,13 @@ pub(crate) async fn insert_many(
     }
     let evidence = rows
         .iter()
-        .map(|row| codec::evidence_to_db(&row.observation.evidence))
+        .map(|row| {
+            if row.keep_evidence {
+                codec::evidence_to_db(&row.observation.evidence)
+            } else {
+                codec::evidence_to_db(&Evidence::None)
+            }
+        })
         .collect::<Result<Vec<String>, StoreError>>()?;
     let mut builder = QueryBuilder::<Sqlite>::new(
         "INSERT INTO observations (check_id, scheduled_for, started_at, elapsed_us, status, \

@@ -2,9 +2,10 @@
 //!
 //! One batch is one transaction, so a crash leaves either all of it or none. Which
 //! observations are kept is decided by [`decide`], a pure function of the key's previous state:
-//! state changes and every non-ok verdict are always stored (they are the evidence a report is
-//! written from), while a run of identical ok verdicts is kept once per
-//! `ok_sample_interval`, which is what keeps 10,000 tenants' history small.
+//! state changes and every non-ok verdict are always stored with their evidence (they are what
+//! a report is written from), while a run of identical ok verdicts is kept once per
+//! `ok_sample_interval` as verdict, summary and timing without evidence, which is what keeps
+//! 10,000 tenants' history small.
 //!
 //! A [`Reason::Shutdown`] observation (the daemon stopped before the probe finished) says
 //! nothing about the target: it is kept in history but never moves a key's state, so a restart
@@ -117,6 +118,13 @@ fn decide(previous: Option<&LastState>, observation: &Observation, policy: Recor
         },
         ran: true,
     }
+}
+
+/// Whether a stored observation is only the periodic sample of a run of identical ok
+/// verdicts, which is stored without its evidence (see `NewObservation::keep_evidence`).
+/// State changes, first sights and every non-ok verdict keep theirs.
+fn is_ok_sample(observation: &Observation, step: &Step) -> bool {
+    step.store && !step.state_change && step.ran && observation.status == Status::Ok
 }
 
 /// A shutdown observation is always stored (it is the record of why a run has no verdict) but
@@ -318,6 +326,7 @@ async fn stage_chunk(
             check_id: *id,
             observation,
             state_change: step.state_change,
+            keep_evidence: !is_ok_sample(observation, step),
         })
         .collect();
     let stored: Vec<&Observation> = to_store.iter().map(|row| row.observation).collect();

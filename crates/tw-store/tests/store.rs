@@ -227,6 +227,57 @@ async fn repeated_ok_is_sampled_out_until_the_interval_has_passed() {
     );
 }
 
+/// The hourly sample of a healthy key keeps its verdict, summary and timing but not its
+/// evidence; the state change before it and every non-ok observation keep theirs in full.
+#[tokio::test]
+async fn ok_samples_are_stored_without_evidence_and_changes_with_it() {
+    let fx = fresh().await;
+    let mx: &[&str] = &["0 contoso-com.mail.protection.outlook.com."];
+    let ok = |at| dns("contoso.com", &[("mx", mx)], Reason::DnsRecordsOk, at);
+    let missing = |at| dns("contoso.com", &[("mx", &[])], Reason::MxMissing, at);
+    let batch = [
+        ok(T0),
+        ok(T0 + HOUR),
+        missing(T0 + HOUR + 5 * MINUTE),
+        missing(T0 + HOUR + 10 * MINUTE),
+        ok(T0 + HOUR + 15 * MINUTE),
+        ok(T0 + 3 * HOUR),
+    ];
+    assert_eq!(
+        fx.store.record(&batch, POLICY).await.unwrap(),
+        outcome(6, 0, 3)
+    );
+    let mut rows = fx
+        .store
+        .observations(None, None, Some("contoso.com"), 100)
+        .await
+        .unwrap();
+    rows.sort_by_key(|row| row.started_at);
+    let kept: Vec<(i64, bool, bool)> = rows
+        .iter()
+        .map(|row| {
+            let with_evidence = row.evidence != Evidence::None;
+            (row.started_at.0, row.state_change, with_evidence)
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (T0, true, true),
+            (T0 + HOUR, false, false),
+            (T0 + HOUR + 5 * MINUTE, true, true),
+            (T0 + HOUR + 10 * MINUTE, false, true),
+            (T0 + HOUR + 15 * MINUTE, true, true),
+            (T0 + 3 * HOUR, false, false),
+        ]
+    );
+    // The sample still says what the run saw, in one line, and when.
+    let sample = &rows[1];
+    assert_eq!(sample.status, Status::Ok);
+    assert_eq!(sample.summary, ok(T0 + HOUR).summary);
+    assert_eq!(sample.elapsed, Duration::from_millis(8));
+}
+
 #[tokio::test]
 async fn every_non_ok_observation_and_every_change_is_stored() {
     let fx = fresh().await;
