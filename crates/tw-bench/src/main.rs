@@ -32,9 +32,13 @@ use crate::report::{Report, Side};
 #[derive(Parser, Debug)]
 #[command(name = "tw-bench", version)]
 struct Args {
-    /// Tenants, each with one domain and one watched address (checks dns and smtp_rcpt).
+    /// Tenants, each with one domain and one watched address.
     #[arg(long, default_value_t = 1_000)]
     tenants: usize,
+    /// Checks per tenant: `mail` (dns, smtp_rcpt) or `all` (every check but mailflow, eleven
+    /// jobs per tenant, with the Entra ID / Graph / RDAP simulator).
+    #[arg(long, value_enum, default_value = "mail")]
+    checks: sims::CheckSet,
     /// Probe interval of every check (at least 10s).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     interval: Duration,
@@ -98,6 +102,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.duration.is_zero() || args.duration > MAX_PHASE || warmup > MAX_PHASE {
         bail!("--duration must be above zero, and it and --warmup at most 24h");
     }
+    if args.blackbox.is_some() && args.checks != sims::CheckSet::Mail {
+        bail!("--blackbox compares the dns and smtp_rcpt checks only: use it with --checks mail");
+    }
     let tenantwatch = find_tenantwatch(args.tenantwatch.as_deref())?;
 
     let work = tempfile::Builder::new()
@@ -105,10 +112,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         .tempdir()
         .context("creating the working directory")?;
     eprintln!(
-        "tw-bench: starting the simulators with {} tenants",
-        args.tenants
+        "tw-bench: starting the simulators with {} tenants (checks: {})",
+        args.tenants,
+        args.checks.as_str()
     );
-    let sims = sims::Sims::start(args.tenants, args.sim_threads)?;
+    let sims = sims::Sims::start(args.tenants, args.sim_threads, args.checks)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name(format!("{BENCH_THREADS}-worker"))
@@ -228,6 +236,14 @@ async fn measure(
     std::fs::write(&ca_file, &sims.ca_pem).context("writing the CA file")?;
     let db = work.join("tenantwatch.db");
     let config_path = work.join("tenantwatch.toml");
+    let secret_file = work.join("app-secret");
+    let entra = match &sims.entra {
+        Some((entra, secret)) => {
+            std::fs::write(&secret_file, secret).context("writing the app secret")?;
+            Some((entra.config_section(&ca_file), secret_file.as_path()))
+        }
+        None => None,
+    };
     std::fs::write(
         &config_path,
         sims::config(&sims::ConfigSpec {
@@ -238,6 +254,7 @@ async fn measure(
             ca_file: &ca_file,
             smtp: sims.smtp,
             dns: sims.dns,
+            entra,
         }),
     )
     .context("writing the config")?;
@@ -264,7 +281,7 @@ async fn measure(
         started.elapsed().as_secs_f64()
     );
 
-    let jobs = 2 * args.tenants;
+    let jobs = args.checks.jobs_per_tenant() * args.tenants;
     let rate = jobs as f64 / args.interval.as_secs_f64();
     let counters = Arc::new(blackbox::Counters::default());
     let mut bb: Option<Guarded> = None;

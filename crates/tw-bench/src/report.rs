@@ -229,9 +229,10 @@ impl Report {
             None => ("—".to_owned(), "—".to_owned()),
         };
         format!(
-            "| {label} | {tenants} × 2 | {interval} | {window:.0} s | {pps:.2} | {core:.2} | {per:} | {peak:.1} | {end:.1} | {p50} | {p99} | {writes:.2} | {growth:.2} MiB | {day:.1} MiB | {skipped} | {failed} | {sims:.1} | {bb_cpu} | {bb_rss} | {ratio} |",
+            "| {label} | {tenants} × {per_tenant} | {interval} | {window:.0} s | {pps:.2} | {core:.2} | {per:} | {peak:.1} | {end:.1} | {p50} | {p99} | {writes:.2} | {growth:.2} MiB | {day:.1} MiB | {skipped} | {failed} | {sims:.1} | {bb_cpu} | {bb_rss} | {ratio} |",
             label = self.label,
             tenants = self.tenants,
+            per_tenant = self.jobs / self.tenants.max(1),
             interval = humantime::format_duration(self.interval),
             window = self.window_seconds,
             pps = self.probes_per_second(),

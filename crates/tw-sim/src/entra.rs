@@ -565,4 +565,10 @@ impl EntraSim {
     pub fn clear_requests(&self) {
         self.shared.state.lock().requests.clear();
     }
+
+    /// Turns the request log on (the default) or off; a load generator turns it off, since
+    /// the log keeps every request for as long as the simulator runs.
+    pub fn set_request_log(&self, on: bool) {
+        self.shared.state.lock().log_requests = on;
+    }
 }

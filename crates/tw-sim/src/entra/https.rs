@@ -142,16 +142,20 @@ async fn entry(State(listener): State<Listener>, request: Request) -> Response {
     };
     let status = handled.response.status().as_u16();
     tracing::debug!(?server, %method, %path, status, "entra sim request");
-    listener.shared.state.lock().requests.push(SimRequest {
-        at: Instant::now(),
-        server,
-        method,
-        path,
-        query,
-        client_request_id,
-        authorized: handled.authorized,
-        status,
-    });
+    let mut state = listener.shared.state.lock();
+    if state.log_requests {
+        state.requests.push(SimRequest {
+            at: Instant::now(),
+            server,
+            method,
+            path,
+            query,
+            client_request_id,
+            authorized: handled.authorized,
+            status,
+        });
+    }
+    drop(state);
     handled.response
 }
 

@@ -150,6 +150,8 @@ pub(super) struct State {
     pub(super) removed_tlds: BTreeSet<String>,
     pub(super) faults: Vec<Fault>,
     pub(super) requests: Vec<SimRequest>,
+    /// Whether `requests` is kept; off for load runs, where it would only grow.
+    pub(super) log_requests: bool,
 }
 
 impl State {
@@ -168,6 +170,7 @@ impl State {
             removed_tlds: BTreeSet::new(),
             faults: Vec::new(),
             requests: Vec::new(),
+            log_requests: true,
         }
     }
 
