@@ -15,6 +15,7 @@ mod metrics;
 mod overview;
 mod router;
 mod status_page;
+mod target_series;
 
 pub use auth::{Access, ApiAuth, Denied, TokenError};
 pub use health::Health;

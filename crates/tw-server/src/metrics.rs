@@ -5,14 +5,17 @@
 //! reason); reply texts and errors never become labels. docs/metrics.md lists each family and
 //! its series count at 10,000 tenants.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use tw_core::{CheckKind, Evidence, Observation, Reason, Status};
+
+pub use crate::target_series::TargetKey;
+use crate::target_series::{self, TargetSeries, TargetTable, HEALTH_SERVICES};
 
 /// The outcome of one recorder batch, as the metrics see it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,15 +31,7 @@ pub struct StoreResult {
 
 pub struct Metrics {
     registry: Registry,
-    check_status: IntGaugeVec,
-    check_last_run: GaugeVec,
-    check_since: GaugeVec,
-    smtp_reply_code: IntGaugeVec,
-    global_admins: IntGaugeVec,
-    service_health: IntGaugeVec,
-    expiry_days: IntGaugeVec,
     mailflow_latency: prometheus::Histogram,
-    mailflow_last_latency: GaugeVec,
     probe_duration: HistogramVec,
     probe_runs: IntCounterVec,
     lateness: HistogramVec,
@@ -54,19 +49,13 @@ pub struct Metrics {
     notifications: IntCounterVec,
     outbox_pending: IntGauge,
     outbox_oldest_age: Gauge,
-    /// Last (status, reason) per target label set: moves `since` only on a change, and
-    /// lists the series to remove when a target leaves the config.
-    /// The configured targets and the last verdict of each (`None` until first observed).
-    /// Only these get per-target series: a run of a target removed by a reload that lands
-    /// after the reload must not bring its series back.
-    targets: Mutex<HashMap<TargetKey, Option<(Status, Reason)>>>,
+    /// The configured targets with their per-target gauges (`target_series`), written into
+    /// the exposition at scrape time. Only configured targets have a row: a run of a target
+    /// removed by a reload that lands after the reload must not bring its series back.
+    targets: Mutex<TargetTable>,
     /// Makes the read-then-add of `set_scheduler` atomic across concurrent scrapes.
     scheduler_sync: Mutex<()>,
 }
-
-/// The services whose health is exported: Exchange Online and Entra ID (Identity Service),
-/// by their Graph service ids. Every service of every tenant would be 30 series per tenant.
-const HEALTH_SERVICES: [&str; 2] = ["Exchange", "OrgLiveID"];
 
 /// Graph's serviceHealthStatus values that mean "working" (compared case-insensitively: the
 /// documentation prints PascalCase, real answers are camelCase).
@@ -85,8 +74,37 @@ fn is_operational(status: &str) -> bool {
     .any(|ok| ok.eq_ignore_ascii_case(status))
 }
 
-/// (tenant, check, target) label values.
-pub type TargetKey = (String, String, String);
+/// Gauges read from what an HTTP check found. A fact missing this time (the check could not
+/// tell) leaves the last value standing, like the status gauge's last verdict.
+fn observe_http_facts(row: &mut TargetSeries, check: CheckKind, facts: &BTreeMap<String, String>) {
+    match check {
+        CheckKind::Admins => {
+            if let Some(count) = facts.get("admin_count").and_then(|v| v.parse::<i64>().ok()) {
+                row.global_admins = Some(count);
+            }
+        }
+        CheckKind::Health => {
+            for (service, slot) in HEALTH_SERVICES.iter().zip(&mut row.service_health) {
+                if let Some(status) = facts.get(&format!("service.{service}")) {
+                    *slot = Some(i64::from(!is_operational(status)));
+                }
+            }
+        }
+        CheckKind::Domain | CheckKind::Signin | CheckKind::Licence => {
+            // The licence check reports one figure per counted subscription; the nearest end
+            // is the one a dashboard sorts by.
+            let days = facts
+                .iter()
+                .filter(|(key, _)| key.ends_with("days_left"))
+                .filter_map(|(_, value)| value.parse::<i64>().ok())
+                .min();
+            if days.is_some() {
+                row.expiry_days = days;
+            }
+        }
+        _ => {}
+    }
+}
 
 /// Building the families cannot fail for these fixed names and label sets (the prometheus
 /// crate rejects only invalid names and duplicate registration); any error is our own bug
@@ -94,69 +112,12 @@ pub type TargetKey = (String, String, String);
 impl Metrics {
     pub fn new(version: &str) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let target_labels = &["tenant", "check", "target"];
-        let check_status = IntGaugeVec::new(
-            Opts::new(
-                "tenantwatch_check_status",
-                "Current verdict per target: 0 ok, 1 warning, 2 critical, 3 unknown",
-            ),
-            target_labels,
-        )?;
-        let check_last_run = GaugeVec::new(
-            Opts::new(
-                "tenantwatch_check_last_run_timestamp_seconds",
-                "When the target was last probed (Unix seconds)",
-            ),
-            target_labels,
-        )?;
-        let check_since = GaugeVec::new(
-            Opts::new(
-                "tenantwatch_check_status_since_timestamp_seconds",
-                "When the current verdict began (Unix seconds)",
-            ),
-            target_labels,
-        )?;
-        let smtp_reply_code = IntGaugeVec::new(
-            Opts::new(
-                "tenantwatch_smtp_rcpt_reply_code",
-                "Last SMTP reply code to RCPT TO for a watched address (0: no reply)",
-            ),
-            &["tenant", "target"],
-        )?;
-        let global_admins = IntGaugeVec::new(
-            Opts::new(
-                "tenantwatch_global_admins",
-                "Enabled Global Administrators counted by the admins check",
-            ),
-            &["tenant"],
-        )?;
-        let service_health = IntGaugeVec::new(
-            Opts::new(
-                "tenantwatch_service_health",
-                "Microsoft's service health per tenant: 0 operational, 1 an issue reported (Exchange, OrgLiveID)",
-            ),
-            &["tenant", "service"],
-        )?;
-        let expiry_days = IntGaugeVec::new(
-            Opts::new(
-                "tenantwatch_expiry_days",
-                "Days until something the check watches runs out: domain registration (domain), app credential (signin), the nearest counted subscription end (licence)",
-            ),
-            target_labels,
-        )?;
         let mailflow_latency = prometheus::Histogram::with_opts(
             HistogramOpts::new(
                 "tenantwatch_mailflow_latency_seconds",
                 "End-to-end latency of mailflow probe messages: relay acceptance to receivedDateTime in the recipient's mailbox (Graph)",
             )
             .buckets(vec![1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
-        )?;
-        let mailflow_last_latency = GaugeVec::new(
-            Opts::new(
-                "tenantwatch_mailflow_last_latency_seconds",
-                "Latency of the latest mailflow probe message that arrived, per recipient",
-            ),
-            &["tenant", "target"],
         )?;
         let probe_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -256,15 +217,7 @@ impl Metrics {
         )?;
         build_info.with_label_values(&[version]).set(1);
 
-        registry.register(Box::new(check_status.clone()))?;
-        registry.register(Box::new(check_last_run.clone()))?;
-        registry.register(Box::new(check_since.clone()))?;
-        registry.register(Box::new(smtp_reply_code.clone()))?;
-        registry.register(Box::new(global_admins.clone()))?;
-        registry.register(Box::new(service_health.clone()))?;
-        registry.register(Box::new(expiry_days.clone()))?;
         registry.register(Box::new(mailflow_latency.clone()))?;
-        registry.register(Box::new(mailflow_last_latency.clone()))?;
         registry.register(Box::new(probe_duration.clone()))?;
         registry.register(Box::new(probe_runs.clone()))?;
         registry.register(Box::new(lateness.clone()))?;
@@ -302,15 +255,7 @@ impl Metrics {
 
         Ok(Metrics {
             registry,
-            check_status,
-            check_last_run,
-            check_since,
-            smtp_reply_code,
-            global_admins,
-            service_health,
-            expiry_days,
             mailflow_latency,
-            mailflow_last_latency,
             probe_duration,
             probe_runs,
             lateness,
@@ -328,7 +273,7 @@ impl Metrics {
             notifications,
             outbox_pending,
             outbox_oldest_age,
-            targets: Mutex::new(HashMap::new()),
+            targets: Mutex::new(TargetTable::new()),
             scheduler_sync: Mutex::new(()),
         })
     }
@@ -336,10 +281,7 @@ impl Metrics {
     /// Updates every family an observation feeds. Returns true when the target's status or
     /// reason changed (or the target is new), so the caller can log the change.
     pub fn observe(&self, observation: &Observation) -> bool {
-        let tenant = observation.tenant.as_str();
         let check = observation.check.as_str();
-        let target = observation.target.as_str();
-        let labels = [tenant, check, target];
         self.probe_duration
             .with_label_values(&[check])
             .observe(observation.elapsed.as_secs_f64());
@@ -353,95 +295,55 @@ impl Metrics {
         self.lateness
             .with_label_values(&[check])
             .observe(observation.lateness().as_secs_f64());
-
-        let key = (tenant.to_owned(), check.to_owned(), target.to_owned());
-        let state = (observation.status, observation.reason);
-        let changed = match self.targets.lock().get_mut(&key) {
-            Some(last) => last.replace(state) != Some(state),
-            None => return false,
+        let latency = match &observation.evidence {
+            Evidence::Mailflow(evidence) => evidence
+                .arrival
+                .as_ref()
+                .and_then(|arrival| arrival.latency_ms)
+                .map(|ms| ms as f64 / 1000.0),
+            _ => None,
         };
-        self.check_status
-            .with_label_values(&labels)
-            .set(i64::from(observation.status.code()));
-        self.check_last_run
-            .with_label_values(&labels)
-            .set(observation.started_at.as_secs_f64());
-        if changed {
-            self.check_since
-                .with_label_values(&labels)
-                .set(observation.started_at.as_secs_f64());
+        if let Some(seconds) = latency {
+            self.mailflow_latency.observe(seconds);
         }
 
-        if let Evidence::Http(evidence) = &observation.evidence {
-            self.observe_http_facts(observation, &evidence.facts);
+        // The table is keyed by owned strings; a lookup by borrowed ones would need a key
+        // newtype, and three small allocations per observation are cheap next to a probe.
+        let key = (
+            observation.tenant.as_str().to_owned(),
+            check.to_owned(),
+            observation.target.clone(),
+        );
+        let mut targets = self.targets.lock();
+        let Some(row) = targets.get_mut(&key) else {
+            return false;
+        };
+        let verdict = (observation.status, observation.reason);
+        let changed = row.verdict.replace(verdict) != Some(verdict);
+        let started = observation.started_at.as_secs_f64();
+        row.last_run = Some(started);
+        if changed {
+            row.since = Some(started);
         }
-        if let Evidence::Mailflow(evidence) = &observation.evidence {
-            if let Some(ms) = evidence.arrival.as_ref().and_then(|a| a.latency_ms) {
-                let seconds = ms as f64 / 1000.0;
-                self.mailflow_latency.observe(seconds);
-                self.mailflow_last_latency
-                    .with_label_values(&[tenant, target])
-                    .set(seconds);
+        match &observation.evidence {
+            Evidence::Http(evidence) => observe_http_facts(row, observation.check, &evidence.facts),
+            Evidence::Mailflow(_) => {
+                if latency.is_some() {
+                    row.mailflow_last_latency = latency;
+                }
             }
-        }
-        if let Evidence::SmtpRcpt(evidence) = &observation.evidence {
-            let code = evidence
-                .rcpt
-                .iter()
-                .find(|rcpt| !rcpt.control && rcpt.address == observation.target)
-                .and_then(|rcpt| rcpt.code)
-                .unwrap_or(0);
-            self.smtp_reply_code
-                .with_label_values(&[tenant, target])
-                .set(i64::from(code));
+            Evidence::SmtpRcpt(evidence) => {
+                let code = evidence
+                    .rcpt
+                    .iter()
+                    .find(|rcpt| !rcpt.control && rcpt.address == observation.target)
+                    .and_then(|rcpt| rcpt.code)
+                    .unwrap_or(0);
+                row.smtp_reply_code = Some(i64::from(code));
+            }
+            Evidence::Dns(_) | Evidence::None => {}
         }
         changed
-    }
-
-    /// Gauges read from what an HTTP check found. A fact missing this time (the check could
-    /// not tell) leaves the last value standing, like the status gauge's last verdict.
-    fn observe_http_facts(
-        &self,
-        observation: &Observation,
-        facts: &std::collections::BTreeMap<String, String>,
-    ) {
-        let tenant = observation.tenant.as_str();
-        match observation.check {
-            CheckKind::Admins => {
-                if let Some(count) = facts.get("admin_count").and_then(|v| v.parse::<i64>().ok()) {
-                    self.global_admins.with_label_values(&[tenant]).set(count);
-                }
-            }
-            CheckKind::Health => {
-                for service in HEALTH_SERVICES {
-                    if let Some(status) = facts.get(&format!("service.{service}")) {
-                        let value = i64::from(!is_operational(status));
-                        self.service_health
-                            .with_label_values(&[tenant, service])
-                            .set(value);
-                    }
-                }
-            }
-            CheckKind::Domain | CheckKind::Signin | CheckKind::Licence => {
-                // The licence check reports one figure per counted subscription; the nearest
-                // end is the one a dashboard sorts by.
-                let days = facts
-                    .iter()
-                    .filter(|(key, _)| key.ends_with("days_left"))
-                    .filter_map(|(_, value)| value.parse::<i64>().ok())
-                    .min();
-                if let Some(days) = days {
-                    self.expiry_days
-                        .with_label_values(&[
-                            tenant,
-                            observation.check.as_str(),
-                            &observation.target,
-                        ])
-                        .set(days);
-                }
-            }
-            _ => {}
-        }
     }
 
     pub fn record_store_result(&self, result: StoreResult, now_secs: f64) {
@@ -503,38 +405,9 @@ impl Metrics {
     pub fn set_targets(&self, configured: impl IntoIterator<Item = TargetKey>) {
         let configured: std::collections::HashSet<TargetKey> = configured.into_iter().collect();
         let mut targets = self.targets.lock();
-        targets.retain(|key, _| {
-            if configured.contains(key) {
-                return true;
-            }
-            let (tenant, check, target) = key;
-            let labels = [tenant.as_str(), check.as_str(), target.as_str()];
-            let _ = self.check_status.remove_label_values(&labels);
-            let _ = self.check_last_run.remove_label_values(&labels);
-            let _ = self.check_since.remove_label_values(&labels);
-            let _ = self
-                .smtp_reply_code
-                .remove_label_values(&[tenant.as_str(), target.as_str()]);
-            let _ = self.expiry_days.remove_label_values(&labels);
-            if check == CheckKind::Mailflow.as_str() {
-                let _ = self
-                    .mailflow_last_latency
-                    .remove_label_values(&[tenant.as_str(), target.as_str()]);
-            }
-            if check == CheckKind::Admins.as_str() {
-                let _ = self.global_admins.remove_label_values(&[tenant.as_str()]);
-            }
-            if check == CheckKind::Health.as_str() {
-                for service in HEALTH_SERVICES {
-                    let _ = self
-                        .service_health
-                        .remove_label_values(&[tenant.as_str(), service]);
-                }
-            }
-            false
-        });
+        targets.retain(|key, _| configured.contains(key));
         for key in configured {
-            targets.entry(key).or_insert(None);
+            targets.entry(key).or_default();
         }
     }
 
@@ -560,8 +433,8 @@ impl Metrics {
     pub(crate) fn verdict_counts(&self) -> ([usize; 4], usize) {
         let mut counts = [0; 4];
         let mut pending = 0;
-        for verdict in self.targets.lock().values() {
-            match verdict {
+        for row in self.targets.lock().values() {
+            match row.verdict {
                 Some((status, _)) => counts[usize::from(status.code())] += 1,
                 None => pending += 1,
             }
@@ -579,10 +452,16 @@ impl Metrics {
         self.targets.lock().contains_key(&key)
     }
 
-    /// The text exposition format.
+    /// The text exposition format: the registry's families, then the per-target ones.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut buffer = Vec::with_capacity(64 * 1024);
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
-        String::from_utf8(buffer).map_err(|err| prometheus::Error::Msg(err.to_string()))
+        let mut text =
+            String::from_utf8(buffer).map_err(|err| prometheus::Error::Msg(err.to_string()))?;
+        let targets = self.targets.lock();
+        // About 400 bytes per target across its families; one allocation instead of doubling.
+        text.reserve(targets.len().saturating_mul(400));
+        target_series::render(&targets, &mut text);
+        Ok(text)
     }
 }
