@@ -240,7 +240,7 @@ impl App {
 
         tracker.spawn(prune_loop(
             store.clone(),
-            config.store.retention,
+            config.store.clone(),
             stop_background.clone(),
         ));
         tracker.spawn(systemd::watchdog(stop_background.clone()));
@@ -411,9 +411,23 @@ async fn outbox_gauges(store: Store, metrics: Arc<Metrics>, shutdown: Cancellati
     }
 }
 
-async fn prune_loop(store: Store, retention: Duration, shutdown: CancellationToken) {
+async fn prune_loop(
+    store: Store,
+    policy: tw_core::config::StoreConfig,
+    shutdown: CancellationToken,
+) {
     loop {
-        let older_than = Timestamp::now().minus(retention);
+        let now = Timestamp::now();
+        // Thinning first: the prune after it hands the space of both back to the file system.
+        match store
+            .thin_ok_samples(now.minus(policy.thin_ok_after), policy.thin_ok_interval)
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "Thinned old ok samples"),
+            Err(err) => tracing::warn!(error = %error_chain(&err), "Thinning failed; will retry"),
+        }
+        let older_than = now.minus(policy.retention);
         match store.prune(older_than).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "Pruned observations past retention"),

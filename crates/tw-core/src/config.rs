@@ -37,6 +37,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 const DEFAULT_OK_SAMPLE: Duration = Duration::from_secs(3_600);
+const DEFAULT_THIN_OK_AFTER: Duration = Duration::from_secs(7 * 86_400);
+const DEFAULT_THIN_OK_INTERVAL: Duration = Duration::from_secs(86_400);
 const DEFAULT_QUEUE: usize = 4_096;
 const DEFAULT_MAX_CONCURRENT: usize = 256;
 const DEFAULT_MAX_PER_DESTINATION: usize = 2;
@@ -88,6 +90,9 @@ pub struct StoreConfig {
     pub retention: Duration,
     /// An unchanged `ok` observation is stored at most once per this interval.
     pub ok_sample_interval: Duration,
+    /// Ok samples older than this are thinned to one per `thin_ok_interval` per target.
+    pub thin_ok_after: Duration,
+    pub thin_ok_interval: Duration,
     /// Capacity of the probe → recorder queue.
     pub queue_capacity: NonZeroUsize,
 }
@@ -361,6 +366,16 @@ impl Validator<'_> {
                     "store.ok_sample_interval",
                     raw_store.and_then(|s| s.ok_sample_interval.as_ref()),
                     DEFAULT_OK_SAMPLE,
+                ),
+                thin_ok_after: self.duration(
+                    "store.thin_ok_after",
+                    raw_store.and_then(|s| s.thin_ok_after.as_ref()),
+                    DEFAULT_THIN_OK_AFTER,
+                ),
+                thin_ok_interval: self.duration(
+                    "store.thin_ok_interval",
+                    raw_store.and_then(|s| s.thin_ok_interval.as_ref()),
+                    DEFAULT_THIN_OK_INTERVAL,
                 ),
                 queue_capacity: self.count(
                     "store.queue_capacity",

@@ -371,6 +371,18 @@ impl Store {
         retention::prune(&self.inner.pool, &self.inner.writer, older_than).await
     }
 
+    /// Deletes the repeated-ok samples started before `before` except the first of each key
+    /// per `keep_one_per` (see `store.thin_ok_after`); state changes, non-ok observations
+    /// and current states' evidence are never touched. Returns the number deleted; the space
+    /// goes back to the file system at the next [`Store::prune`].
+    pub async fn thin_ok_samples(
+        &self,
+        before: Timestamp,
+        keep_one_per: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        retention::thin_ok_samples(&self.inner.pool, &self.inner.writer, before, keep_one_per).await
+    }
+
     /// Writes one row to prove a batch could be written now. The daemon calls it at start,
     /// so `/readyz` reports an unwritable database before the first batch fails.
     pub async fn check_writable(&self) -> Result<(), StoreError> {

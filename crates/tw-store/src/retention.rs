@@ -1,4 +1,5 @@
-//! Retention: deleting old history without ever deleting a current state's evidence.
+//! Retention: deleting old history without ever deleting a current state's evidence, and
+//! thinning old ok samples to one per key per day (`store.thin_ok_after`).
 //!
 //! Deletion runs in chunks, each its own short transaction taken through the store's writer
 //! lock, so a prune of millions of rows lets the recorder's batches in between instead of
@@ -14,6 +15,54 @@ use crate::StoreError;
 /// Rows per delete transaction: large enough that the per-statement cost does not dominate,
 /// small enough that one chunk holds the write lock for milliseconds.
 const CHUNK: u32 = 5_000;
+
+/// Thins the ok samples that started before `before` to the first of each key in each
+/// `keep_one_per` bucket (buckets counted from the Unix epoch, so a bucket is a UTC day for
+/// `1d`). Only repeated-ok samples go (`status = 'ok' AND state_change = 0`): every state
+/// change and every non-ok observation stays until retention, and so does the observation a
+/// current state started with. Idempotent: the row a bucket keeps is its smallest id, which
+/// a later run keeps again.
+pub(crate) async fn thin_ok_samples(
+    pool: &SqlitePool,
+    writer: &Mutex<Option<StateCache>>,
+    before: Timestamp,
+    keep_one_per: std::time::Duration,
+) -> Result<u64, StoreError> {
+    let bucket_ms = i64::try_from(keep_one_per.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let mut deleted: u64 = 0;
+    loop {
+        let _writer = writer.lock().await;
+        // The correlated MIN uses observations_check_started (check_id, started_at) to look
+        // only at the key's rows inside the bucket.
+        let result = sqlx::query(
+            "DELETE FROM observations WHERE id IN ( \
+                 SELECT o.id FROM observations o \
+                 WHERE o.started_at < ?1 AND o.status = 'ok' AND o.state_change = 0 \
+                   AND o.id != ( \
+                       SELECT MIN(p.id) FROM observations p \
+                       WHERE p.check_id = o.check_id \
+                         AND p.started_at >= (o.started_at / ?3) * ?3 \
+                         AND p.started_at < (o.started_at / ?3) * ?3 + ?3 \
+                         AND p.status = 'ok' AND p.state_change = 0) \
+                   AND NOT EXISTS (SELECT 1 FROM check_state c WHERE c.change_id = o.id) \
+                 ORDER BY o.started_at LIMIT ?2)",
+        )
+        .bind(before.as_millis())
+        .bind(i64::from(CHUNK))
+        .bind(bucket_ms)
+        .execute(pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let chunk = result.rows_affected();
+        deleted += chunk;
+        if chunk < u64::from(CHUNK) {
+            break;
+        }
+    }
+    Ok(deleted)
+}
 
 pub(crate) async fn prune(
     pool: &SqlitePool,

@@ -984,6 +984,76 @@ async fn observations_are_newest_first_and_filtered_by_tenant_check_and_target()
         .is_empty());
 }
 
+/// Ok samples older than the cutoff are thinned to the first of each key per UTC day;
+/// state changes, non-ok observations and everything newer stay, and a second run deletes
+/// nothing more.
+#[tokio::test]
+async fn thinning_keeps_one_ok_sample_per_key_per_day_and_every_change() {
+    const DAY: i64 = 24 * HOUR;
+    let fx = fresh().await;
+    let day0 = (T0 / DAY + 1) * DAY;
+    let mut batch = Vec::new();
+    for hour in -2..=50 {
+        let reason = if hour == 10 {
+            Reason::RecipientNotFound
+        } else {
+            Reason::RecipientAccepted
+        };
+        batch.push(rcpt("contoso", ADMIN, reason, day0 + hour * HOUR));
+    }
+    // Another key, one day of samples entirely before the cutoff.
+    for hour in 0..24 {
+        batch.push(rcpt(
+            "contoso",
+            SALES,
+            Reason::RecipientAccepted,
+            day0 + hour * HOUR,
+        ));
+    }
+    let recorded = fx.store.record(&batch, POLICY).await.unwrap();
+    assert_eq!(
+        recorded.stored,
+        batch.len(),
+        "hourly: every one is a sample"
+    );
+    let before = history(&fx.store, ADMIN).await;
+
+    let cutoff = day0 + 48 * HOUR;
+    let deleted = fx
+        .store
+        .thin_ok_samples(Timestamp(cutoff), Duration::from_secs(86_400))
+        .await
+        .unwrap();
+
+    let mut seen_days = std::collections::HashSet::new();
+    let expected: Vec<_> = before
+        .iter()
+        .filter(|&&(at, reason, change)| {
+            let first_sample_of_day = !change && seen_days.insert(at.div_euclid(DAY));
+            change || reason.status() != Status::Ok || at >= cutoff || first_sample_of_day
+        })
+        .copied()
+        .collect();
+    let after = history(&fx.store, ADMIN).await;
+    assert_eq!(after, expected);
+    // Day -1: the first sight and one sample; day 0: a sample, the critical and the
+    // recovery; day 1: one sample; day 2 (after the cutoff): all three.
+    assert_eq!(after.len(), 2 + 3 + 1 + 3, "{after:?}");
+    assert!(after.contains(&(day0 + 10 * HOUR, Reason::RecipientNotFound, true)));
+    assert!(after.contains(&(day0 + 11 * HOUR, Reason::RecipientAccepted, true)));
+    // SALES: its first sight (a state change) and its first sample of the day.
+    assert_eq!(history(&fx.store, SALES).await.len(), 2);
+    assert_eq!(deleted as usize, before.len() - after.len() + 22);
+
+    assert_eq!(
+        fx.store
+            .thin_ok_samples(Timestamp(cutoff), Duration::from_secs(86_400))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 #[tokio::test]
 async fn prune_deletes_old_history_but_keeps_each_keys_latest_state_change() {
     let fx = fresh().await;

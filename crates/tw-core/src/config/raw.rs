@@ -52,6 +52,8 @@ pub(super) struct RawStore {
     pub(super) path: Option<Spanned<String>>,
     pub(super) retention: Option<Spanned<String>>,
     pub(super) ok_sample_interval: Option<Spanned<String>>,
+    pub(super) thin_ok_after: Option<Spanned<String>>,
+    pub(super) thin_ok_interval: Option<Spanned<String>>,
     pub(super) queue_capacity: Option<Spanned<i64>>,
 }
 
