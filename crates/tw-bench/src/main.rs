@@ -8,6 +8,7 @@
 //! loop, and is measured the same way in the same window.
 
 mod blackbox;
+mod history;
 mod http;
 mod procfs;
 mod prom;
@@ -35,8 +36,8 @@ struct Args {
     /// Tenants, each with one domain and one watched address.
     #[arg(long, default_value_t = 1_000)]
     tenants: usize,
-    /// Checks per tenant: `mail` (dns, smtp_rcpt) or `all` (every check but mailflow, eleven
-    /// jobs per tenant, with the Entra ID / Graph / RDAP simulator).
+    /// Checks per tenant: `mail` (dns, smtp_rcpt) or `all` (every check but mailflow: eleven
+    /// targets per tenant, with the Entra ID / Graph / RDAP simulator).
     #[arg(long, value_enum, default_value = "mail")]
     checks: sims::CheckSet,
     /// Probe interval of every check (at least 10s).
@@ -70,6 +71,14 @@ struct Args {
     /// Keep the working directory (config, database, logs) instead of deleting it.
     #[arg(long)]
     keep: bool,
+    /// Instead of running the daemon: replay `--days` of a healthy fleet's history for the
+    /// first `--tenants` tenants of this database (from a `--checks all --keep` run) through
+    /// the store with its default policy, and report the database size (history.rs).
+    #[arg(long, value_name = "DB")]
+    history_from: Option<PathBuf>,
+    /// Days of history for `--history-from`.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
 }
 
 /// Upper bounds on the flags, so every run ends by itself in reasonable time.
@@ -92,6 +101,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(source) = &args.history_from {
+        return run_history(&args, source);
+    }
     if args.interval < Duration::from_secs(10) {
         bail!("--interval must be at least 10s (the daemon's minimum)");
     }
@@ -139,6 +151,52 @@ fn run(args: Args) -> anyhow::Result<()> {
         std::fs::write(base.with_extension("md"), markdown)
             .context("writing the markdown result")?;
         eprintln!("tw-bench: results in {}.{{json,md}}", base.display());
+    }
+    if args.keep {
+        let kept = work.keep();
+        eprintln!("tw-bench: working directory kept at {}", kept.display());
+    }
+    Ok(())
+}
+
+fn run_history(args: &Args, source: &Path) -> anyhow::Result<()> {
+    if args.days == 0 || args.days > 400 {
+        bail!("--days must be 1..=400");
+    }
+    if args.tenants == 0 || args.tenants > MAX_TENANTS {
+        bail!("--tenants must be 1..={MAX_TENANTS}");
+    }
+    let work = tempfile::Builder::new()
+        .prefix("tw-bench-history-")
+        .tempdir()
+        .context("creating the working directory")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(format!("{BENCH_THREADS}-worker"))
+        .enable_all()
+        .build()
+        .context("starting the benchmark runtime")?;
+    let history = runtime.block_on(history::replay(
+        source,
+        args.tenants,
+        args.days,
+        work.path(),
+    ))?;
+    let mut json = history.to_json();
+    json["label"] = serde_json::Value::String(args.label.clone());
+    let machine = procfs::machine();
+    json["machine"] = serde_json::json!({
+        "cpus": machine.cpus,
+        "model": machine.model,
+        "mem_total_mib": machine.mem_total_mib,
+    });
+    let json = serde_json::to_string_pretty(&json).context("encoding JSON")?;
+    println!("{json}");
+    if let Some(dir) = &args.out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join(&args.label).with_extension("json");
+        std::fs::write(&file, format!("{json}\n")).context("writing the JSON result")?;
+        eprintln!("tw-bench: result in {}", file.display());
     }
     if args.keep {
         let kept = work.keep();
@@ -281,8 +339,10 @@ async fn measure(
         started.elapsed().as_secs_f64()
     );
 
-    let jobs = args.checks.jobs_per_tenant() * args.tenants;
-    let rate = jobs as f64 / args.interval.as_secs_f64();
+    // Targets, not jobs: one run of a job can report on several (see `targets_per_tenant`);
+    // every figure of the report counts observations.
+    let targets = args.checks.targets_per_tenant() * args.tenants;
+    let rate = targets as f64 / args.interval.as_secs_f64();
     let counters = Arc::new(blackbox::Counters::default());
     let mut bb: Option<Guarded> = None;
     let mut scraper = None;
@@ -347,9 +407,9 @@ async fn measure(
     }
 
     eprintln!(
-        "tw-bench: warm-up {} ({} jobs, {rate:.1} probes/s expected)",
+        "tw-bench: warm-up {} ({} targets, {rate:.1} probes/s expected)",
         humantime::format_duration(warmup),
-        jobs
+        targets
     );
     wait_alive(&mut tw, &mut bb, warmup).await?;
 
@@ -441,7 +501,7 @@ async fn measure(
         label: args.label.clone(),
         machine: procfs::machine(),
         tenants: args.tenants,
-        jobs,
+        targets,
         interval: args.interval,
         warmup,
         window_seconds: window,

@@ -39,7 +39,8 @@ pub(crate) struct Report {
     pub(crate) label: String,
     pub(crate) machine: Machine,
     pub(crate) tenants: usize,
-    pub(crate) jobs: usize,
+    /// Configured targets: observations per interval.
+    pub(crate) targets: usize,
     pub(crate) interval: Duration,
     pub(crate) warmup: Duration,
     pub(crate) window_seconds: f64,
@@ -153,7 +154,7 @@ impl Report {
             "config": {
                 "tenants": self.tenants,
                 "checks_per_tenant": 2,
-                "jobs": self.jobs,
+                "targets": self.targets,
                 "interval": humantime::format_duration(self.interval).to_string(),
                 "warmup": humantime::format_duration(self.warmup).to_string(),
                 "window_seconds": round(self.window_seconds, 1),
@@ -232,7 +233,7 @@ impl Report {
             "| {label} | {tenants} × {per_tenant} | {interval} | {window:.0} s | {pps:.2} | {core:.2} | {per:} | {peak:.1} | {end:.1} | {p50} | {p99} | {writes:.2} | {growth:.2} MiB | {day:.1} MiB | {skipped} | {failed} | {sims:.1} | {bb_cpu} | {bb_rss} | {ratio} |",
             label = self.label,
             tenants = self.tenants,
-            per_tenant = self.jobs / self.tenants.max(1),
+            per_tenant = self.targets / self.tenants.max(1),
             interval = humantime::format_duration(self.interval),
             window = self.window_seconds,
             pps = self.probes_per_second(),

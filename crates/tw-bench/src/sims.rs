@@ -26,17 +26,19 @@ pub(crate) enum CheckSet {
     /// `dns` and `smtp_rcpt`: what blackbox_exporter can do too, for the side-by-side run.
     Mail,
     /// Every check of the catalogue but `mailflow`: `dns`, `smtp_rcpt`, `tenant`, `domain`,
-    /// `realm`, `identity`, `signin`, `licence`, `admins`, `health`: eleven jobs per tenant with
-    /// one domain and one watched address (`licence` runs once for the tenant's
-    /// subscriptions and once for the watched identity's mailbox plan), all at `--interval` (the daemon's defaults run
+    /// `realm`, `identity`, `signin`, `licence`, `admins`, `health`: ten jobs and eleven targets
+    /// per tenant with one domain and one watched address (`licence` reports on the tenant's
+    /// subscriptions and on the watched identity's mailbox plan), all at `--interval` (the daemon's defaults run
     /// `domain`, `licence`, `admins` and `health` less often). `mailflow` sends real mail through a relay and
     /// is configured per mailbox, not per tenant; the harness has no relay and IMAP server.
     All,
 }
 
 impl CheckSet {
-    /// Jobs per tenant (one domain, one watched address).
-    pub(crate) fn jobs_per_tenant(self) -> usize {
+    /// Targets per tenant (one domain, one watched address), which is also observations per
+    /// tenant per interval: `all` runs ten jobs, and the `licence` job reports on two targets
+    /// (the tenant's subscriptions and the watched identity's mailbox plan).
+    pub(crate) fn targets_per_tenant(self) -> usize {
         match self {
             CheckSet::Mail => 2,
             CheckSet::All => 11,
@@ -190,7 +192,7 @@ pub(crate) struct ConfigSpec<'a> {
 
 /// N tenants, each with one domain and one watched address. Without `entra`, each runs the
 /// `dns` and the `smtp_rcpt` check (two jobs per interval); with it, each also has its Entra
-/// tenant id and the app, so every check but `mailflow` runs (eleven jobs, see `CheckSet::All`).
+/// tenant id and the app, so every check but `mailflow` runs (eleven targets, see `CheckSet::All`).
 /// Everything else is default; the listener takes a free loopback port, which the daemon logs.
 pub(crate) fn config(spec: &ConfigSpec<'_>) -> String {
     let mut text = String::with_capacity(spec.tenants * 96 + 1024);
