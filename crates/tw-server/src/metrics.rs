@@ -303,9 +303,6 @@ impl Metrics {
                 .map(|ms| ms as f64 / 1000.0),
             _ => None,
         };
-        if let Some(seconds) = latency {
-            self.mailflow_latency.observe(seconds);
-        }
 
         // The table is keyed by owned strings; a lookup by borrowed ones would need a key
         // newtype, and three small allocations per observation are cheap next to a probe.
@@ -328,8 +325,9 @@ impl Metrics {
         match &observation.evidence {
             Evidence::Http(evidence) => observe_http_facts(row, observation.check, &evidence.facts),
             Evidence::Mailflow(_) => {
-                if latency.is_some() {
-                    row.mailflow_last_latency = latency;
+                if let Some(seconds) = latency {
+                    self.mailflow_latency.observe(seconds);
+                    row.mailflow_last_latency = Some(seconds);
                 }
             }
             Evidence::SmtpRcpt(evidence) => {
