@@ -129,12 +129,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.checks.as_str()
     );
     let sims = sims::Sims::start(args.tenants, args.sim_threads, args.checks)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(format!("{BENCH_THREADS}-worker"))
-        .enable_all()
-        .build()
-        .context("starting the benchmark runtime")?;
+    let runtime = bench_runtime()?;
     let result = runtime.block_on(measure(&args, warmup, &tenantwatch, &sims, work.path()));
     runtime.shutdown_timeout(Duration::from_secs(2));
     sims.stop();
@@ -159,6 +154,17 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The benchmark's own runtime: one worker, its threads named so their CPU is not counted as
+/// the simulators'.
+fn bench_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(format!("{BENCH_THREADS}-worker"))
+        .enable_all()
+        .build()
+        .context("starting the benchmark runtime")
+}
+
 fn run_history(args: &Args, source: &Path) -> anyhow::Result<()> {
     if args.days == 0 || args.days > 400 {
         bail!("--days must be 1..=400");
@@ -170,12 +176,7 @@ fn run_history(args: &Args, source: &Path) -> anyhow::Result<()> {
         .prefix("tw-bench-history-")
         .tempdir()
         .context("creating the working directory")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(format!("{BENCH_THREADS}-worker"))
-        .enable_all()
-        .build()
-        .context("starting the benchmark runtime")?;
+    let runtime = bench_runtime()?;
     let history = runtime.block_on(history::replay(
         source,
         args.tenants,

@@ -31,37 +31,54 @@ pub(crate) async fn thin_ok_samples(
     let bucket_ms = i64::try_from(keep_one_per.as_millis())
         .unwrap_or(i64::MAX)
         .max(1);
+    // The correlated MIN uses observations_check_started (check_id, started_at) to look only
+    // at the key's rows inside the bucket.
+    delete_in_chunks(
+        pool,
+        writer,
+        "DELETE FROM observations WHERE id IN ( \
+             SELECT o.id FROM observations o \
+             WHERE o.started_at < ?1 AND o.status = 'ok' AND o.state_change = 0 \
+               AND o.id != ( \
+                   SELECT MIN(p.id) FROM observations p \
+                   WHERE p.check_id = o.check_id \
+                     AND p.started_at >= (o.started_at / ?3) * ?3 \
+                     AND p.started_at < (o.started_at / ?3) * ?3 + ?3 \
+                     AND p.status = 'ok' AND p.state_change = 0) \
+               AND NOT EXISTS (SELECT 1 FROM check_state c WHERE c.change_id = o.id) \
+             ORDER BY o.started_at LIMIT ?2)",
+        &[before.as_millis(), i64::from(CHUNK), bucket_ms],
+    )
+    .await
+}
+
+/// Runs `sql`, a DELETE of at most `?2` rows (`CHUNK`) bound to `binds` in order, until a
+/// run deletes fewer: each chunk its own statement under the store's writer lock, so the
+/// recorder's batches get in between. Returns the rows deleted.
+async fn delete_in_chunks(
+    pool: &SqlitePool,
+    writer: &Mutex<Option<StateCache>>,
+    sql: &str,
+    binds: &[i64],
+) -> Result<u64, StoreError> {
     let mut deleted: u64 = 0;
     loop {
+        // The cache is not touched: it holds no observation ids, and `last_stored_at` is
+        // still the right basis for sampling after the row itself is gone.
         let _writer = writer.lock().await;
-        // The correlated MIN uses observations_check_started (check_id, started_at) to look
-        // only at the key's rows inside the bucket.
-        let result = sqlx::query(
-            "DELETE FROM observations WHERE id IN ( \
-                 SELECT o.id FROM observations o \
-                 WHERE o.started_at < ?1 AND o.status = 'ok' AND o.state_change = 0 \
-                   AND o.id != ( \
-                       SELECT MIN(p.id) FROM observations p \
-                       WHERE p.check_id = o.check_id \
-                         AND p.started_at >= (o.started_at / ?3) * ?3 \
-                         AND p.started_at < (o.started_at / ?3) * ?3 + ?3 \
-                         AND p.status = 'ok' AND p.state_change = 0) \
-                   AND NOT EXISTS (SELECT 1 FROM check_state c WHERE c.change_id = o.id) \
-                 ORDER BY o.started_at LIMIT ?2)",
-        )
-        .bind(before.as_millis())
-        .bind(i64::from(CHUNK))
-        .bind(bucket_ms)
-        .execute(pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        let chunk = result.rows_affected();
+        let query = binds
+            .iter()
+            .fold(sqlx::query(sql), |query, value| query.bind(*value));
+        let chunk = query
+            .execute(pool)
+            .await
+            .map_err(StoreError::from_sqlx)?
+            .rows_affected();
         deleted += chunk;
         if chunk < u64::from(CHUNK) {
-            break;
+            return Ok(deleted);
         }
     }
-    Ok(deleted)
 }
 
 pub(crate) async fn prune(
@@ -69,32 +86,20 @@ pub(crate) async fn prune(
     writer: &Mutex<Option<StateCache>>,
     older_than: Timestamp,
 ) -> Result<u64, StoreError> {
-    let mut deleted: u64 = 0;
-    loop {
-        // The cache is not touched: it holds no observation ids, and `last_stored_at` is
-        // still the right basis for sampling after the row itself is gone.
-        let _writer = writer.lock().await;
-        // The observation a key's current state started with is kept at any age, so every
-        // current verdict can still show its evidence; the foreign key from
-        // check_state.change_id would refuse the delete anyway.
-        let result = sqlx::query(
-            "DELETE FROM observations WHERE id IN ( \
-                 SELECT o.id FROM observations o \
-                 WHERE o.started_at < ?1 \
-                   AND NOT EXISTS (SELECT 1 FROM check_state c WHERE c.change_id = o.id) \
-                 ORDER BY o.started_at LIMIT ?2)",
-        )
-        .bind(older_than.as_millis())
-        .bind(i64::from(CHUNK))
-        .execute(pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        let chunk = result.rows_affected();
-        deleted += chunk;
-        if chunk < u64::from(CHUNK) {
-            break;
-        }
-    }
+    // The observation a key's current state started with is kept at any age, so every
+    // current verdict can still show its evidence; the foreign key from check_state.change_id
+    // would refuse the delete anyway.
+    let deleted = delete_in_chunks(
+        pool,
+        writer,
+        "DELETE FROM observations WHERE id IN ( \
+             SELECT o.id FROM observations o \
+             WHERE o.started_at < ?1 \
+               AND NOT EXISTS (SELECT 1 FROM check_state c WHERE c.change_id = o.id) \
+             ORDER BY o.started_at LIMIT ?2)",
+        &[older_than.as_millis(), i64::from(CHUNK)],
+    )
+    .await?;
 
     let _writer = writer.lock().await;
     // Finished notifications (sent, failed, expired) and their attempts go with the same
