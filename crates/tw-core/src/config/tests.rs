@@ -193,6 +193,33 @@ fn a_short_interval_gets_a_timeout_of_half_of_it() {
 }
 
 #[test]
+fn old_ok_samples_are_thinned_after_a_week_to_one_a_day_unless_configured() {
+    let defaults = check_valid("");
+    assert_eq!(
+        defaults.store.ok_sample_interval,
+        Duration::from_secs(3_600)
+    );
+    assert_eq!(
+        defaults.store.thin_ok_after,
+        Duration::from_secs(7 * 86_400)
+    );
+    assert_eq!(defaults.store.thin_ok_interval, Duration::from_secs(86_400));
+    let config = check_valid("[store]\nthin_ok_after = \"30d\"\nthin_ok_interval = \"6h\"\n");
+    assert_eq!(config.store.thin_ok_after, Duration::from_secs(30 * 86_400));
+    assert_eq!(
+        config.store.thin_ok_interval,
+        Duration::from_secs(6 * 3_600)
+    );
+    check_errors(
+        "[store]\nthin_ok_after = \"7\"\nthin_ok_interval = \"100000d\"\n",
+        &[
+            "store.thin_ok_after (line 6): \"7\" is not a duration such as \"30s\", \"5m\" or \"90d\" (time unit needed, for example 7sec or 7ms)",
+            "store.thin_ok_interval (line 7): \"100000d\" is longer than the maximum of 3650 days",
+        ],
+    );
+}
+
+#[test]
 fn absurdly_long_durations_are_refused() {
     check_errors(
         "[store]\nretention = \"100000d\"\n",
