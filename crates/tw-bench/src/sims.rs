@@ -280,18 +280,23 @@ fn toml_string(path: &Path) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn config_lists_every_tenant_with_one_watched_address() {
-        let text = config(&ConfigSpec {
-            tenants: 3,
+    /// `tenants` tenants at 5 minutes with everything else at the harness's defaults.
+    fn spec(tenants: usize, entra: Option<(String, &'static Path)>) -> ConfigSpec<'static> {
+        ConfigSpec {
+            tenants,
             interval: Duration::from_secs(300),
             ok_sample_interval: None,
             db: Path::new("/tmp/x/tw.db"),
             ca_file: Path::new("/tmp/x/ca.pem"),
             smtp: "127.0.0.1:2525".parse().unwrap(),
             dns: "127.0.0.1:5353".parse().unwrap(),
-            entra: None,
-        });
+            entra,
+        }
+    }
+
+    #[test]
+    fn config_lists_every_tenant_with_one_watched_address() {
+        let text = config(&spec(3, None));
         assert_eq!(text.matches("[[tenants]]").count(), 3);
         assert!(text.contains("watch = [\"probe@t00002.example\"]"));
         assert!(text.contains("interval = \"5m\""));
@@ -311,16 +316,10 @@ mod tests {
     #[test]
     fn all_checks_config_names_the_app_and_every_tenant_id() {
         let section = "[entra]\nlogin_url = \"https://127.0.0.1:1\"\ngraph_url = \"https://127.0.0.1:2\"\nrdap_bootstrap_url = \"https://127.0.0.1:3/dns.json\"\nextra_ca_file = \"/tmp/x/ca.pem\"\n";
-        let text = config(&ConfigSpec {
-            tenants: 2,
-            interval: Duration::from_secs(300),
-            ok_sample_interval: None,
-            db: Path::new("/tmp/x/tw.db"),
-            ca_file: Path::new("/tmp/x/ca.pem"),
-            smtp: "127.0.0.1:2525".parse().unwrap(),
-            dns: "127.0.0.1:5353".parse().unwrap(),
-            entra: Some((section.to_owned(), Path::new("/tmp/x/app-secret"))),
-        });
+        let text = config(&spec(
+            2,
+            Some((section.to_owned(), Path::new("/tmp/x/app-secret"))),
+        ));
         let parsed = tw_core::config::parse(&text).unwrap();
         let ids: Vec<String> = parsed
             .tenants
