@@ -232,6 +232,19 @@ async fn discovery_by_tenant_id_and_domain() {
     assert_eq!(fabrikam["issuer"], format!("{login}/{OTHER_TID}/v2.0"));
 }
 
+/// The request log can be turned off for load runs: requests are still answered, not kept.
+#[tokio::test]
+async fn the_request_log_keeps_nothing_while_off() {
+    let f = start().await;
+    f.sim.set_request_log(false);
+    let body = response_json(&f, &discovery_url(&f, TID)).await;
+    assert_eq!(body["issuer"], format!("{}/{TID}/v2.0", f.sim.login_url()));
+    assert!(f.sim.requests().is_empty());
+    f.sim.set_request_log(true);
+    response_json(&f, &discovery_url(&f, TID)).await;
+    assert_eq!(f.sim.requests().len(), 1);
+}
+
 #[tokio::test]
 async fn discovery_of_unknown_removed_and_moved() {
     let f = start().await;
